@@ -1,0 +1,89 @@
+"""`crossdeploy train | export | parity | pipeline`: each parses and calls one library function."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+
+import crossdeploy  # noqa: F401  (sets the cache/telemetry environment before any framework import)
+from crossdeploy.errors import CrossdeployError
+from crossdeploy.settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Every PyTorch and TensorFlow deployment pathway: exported, checked for parity, served, timed.")
+S = Settings()
+
+Repository = Annotated[Path, typer.Option(help="Model repository root (CROSSDEPLOY_REPOSITORY).")]
+Workdir = Annotated[Path, typer.Option(help="Trained weights and reports (CROSSDEPLOY_WORKDIR).")]
+Variants = Annotated[Optional[list[str]], typer.Option("--variant", "-v", help="Only this variant (repeatable).")]
+Seed = Annotated[int, typer.Option(help="Seed of the data split and training.")]
+Epochs = Annotated[int, typer.Option(min=1, help="Training epochs per framework.")]
+Keep = Annotated[int, typer.Option(min=1, help="Versions kept per variant; older ones are pruned.")]
+Threads = Annotated[int, typer.Option(min=1, help="Intra-op threads per runtime.")]
+Tolerances = Annotated[Optional[Path], typer.Option(help="TOML of per-variant tolerance overrides.")]
+
+
+@app.command()
+def train(workdir: Workdir = S.workdir, epochs: Epochs = S.epochs, seed: Seed = S.seed):
+    """Train the PyTorch and the Keras CNN on the same seeded split."""
+    from crossdeploy.pipeline import train as run
+
+    run(workdir=workdir, epochs=epochs, seed=seed)
+
+
+@app.command()
+def export(repository: Repository = S.repository, workdir: Workdir = S.workdir, variant: Variants = None,
+           keep_versions: Keep = S.keep_versions, seed: Seed = S.seed):
+    """Export the trained models along every pathway into the model repository."""
+    from crossdeploy.pipeline import export as run
+
+    run(repository=repository, workdir=workdir, variants=variant, keep_versions=keep_versions, seed=seed)
+
+
+@app.command()
+def parity(repository: Repository = S.repository, workdir: Workdir = S.workdir, variant: Variants = None,
+           tolerances: Tolerances = None, seed: Seed = S.seed, threads: Threads = S.threads):
+    """Check every variant against its eager reference; exit 1 on any breach."""
+    from crossdeploy.pipeline import parity as run
+
+    run(repository=repository, workdir=workdir, variants=variant, tolerances=tolerances, seed=seed, threads=threads)
+
+
+@app.command()
+def pipeline(repository: Repository = S.repository, workdir: Workdir = S.workdir, epochs: Epochs = S.epochs,
+             seed: Seed = S.seed, keep_versions: Keep = S.keep_versions, threads: Threads = S.threads,
+             tolerances: Tolerances = None):
+    """train, export and parity in one go, with the time of each stage."""
+    from crossdeploy.pipeline import pipeline as run
+
+    run(repository=repository, workdir=workdir, epochs=epochs, seed=seed, keep_versions=keep_versions,
+        threads=threads, tolerances=tolerances)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, standalone_mode=False)
+    except CrossdeployError as exc:
+        print(f"crossdeploy: error: {exc}", file=sys.stderr)
+        return 1
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("crossdeploy: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def entry() -> None:
+    sys.exit(main())

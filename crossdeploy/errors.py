@@ -1,0 +1,60 @@
+"""Named errors. They carry fields and know nothing about HTTP; one table (in serving) maps them to statuses."""
+
+from __future__ import annotations
+
+
+class CrossdeployError(Exception):
+    """Base of every error crossdeploy expects and reports in one line."""
+
+
+class ConfigError(CrossdeployError):
+    """A config or settings file that does not parse or does not validate."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")
+
+
+class RepositoryError(CrossdeployError):
+    """The model repository itself is missing or malformed."""
+
+
+class ModelNotFound(CrossdeployError):
+    def __init__(self, name: str, version: int | None = None):
+        self.name, self.version = name, version
+        where = f"'{name}'" if version is None else f"'{name}' version {version}"
+        super().__init__(f"model {where} is not in the repository")
+
+
+class ModelNotReady(CrossdeployError):
+    def __init__(self, name: str, reason: str):
+        self.name, self.reason = name, reason
+        super().__init__(f"model '{name}' is not ready: {reason}")
+
+
+class InvalidInput(CrossdeployError):
+    """The caller sent something the model contract does not accept."""
+
+
+class ArtifactError(CrossdeployError):
+    """An artifact file is missing, corrupted (sha256 mismatch) or cannot be loaded."""
+
+    def __init__(self, variant: str, path: str, reason: str):
+        self.variant, self.path, self.reason = variant, path, reason
+        super().__init__(f"{variant}: {path}: {reason}")
+
+
+class ExportError(CrossdeployError):
+    """An exporter or converter failed for one pathway."""
+
+    def __init__(self, variant: str, reason: str):
+        self.variant, self.reason = variant, reason
+        super().__init__(f"{variant}: export failed: {reason}")
+
+
+class ParityError(CrossdeployError):
+    """One or more variants breached their tolerance; `failures` holds one line per breach."""
+
+    def __init__(self, failures: list[str]):
+        self.failures = failures
+        super().__init__("parity failed: " + "; ".join(failures))

@@ -1,0 +1,96 @@
+"""train -> export -> parity, each a library function the CLI calls with the same keyword names."""
+
+from __future__ import annotations
+
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from crossdeploy.errors import ConfigError
+from crossdeploy.export.repository import ModelRepository
+from crossdeploy.export.spec import Tolerance
+
+console = Console(stderr=False)
+
+
+@dataclass
+class StageTimes:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def run(self, name: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds[name] = time.perf_counter() - start
+
+
+def train(workdir: Path, epochs: int = 30, seed: int = 0) -> list:
+    from crossdeploy.models.train import train_keras, train_torch
+
+    results = [train_torch(workdir / "trained", epochs, seed), train_keras(workdir / "trained", epochs, seed)]
+    for r in results:
+        console.print(f"{r.framework:8} test accuracy {r.test_accuracy:.2%} after {r.epochs} epochs "
+                      f"({r.seconds:.1f} s) -> {r.path}")
+    return results
+
+
+def export(repository: Path, workdir: Path, variants: list[str] | None = None, keep_versions: int = 2, seed: int = 0):
+    from crossdeploy.export.exporting import export_all, raise_failures
+
+    repo = ModelRepository(repository, keep_versions)
+    outcomes = export_all(repo, workdir / "trained", variants, seed=seed)
+    for o in outcomes:
+        if o.error:
+            console.print(f"[bold red]✗ {o.name:18}[/] export failed: {o.error}")
+        else:
+            state = "new version" if o.added else "unchanged"
+            console.print(f"✓ {o.name:18} v{o.version} {state:11} {o.size / 1024:8.0f} KB  {o.seconds:5.1f} s")
+    raise_failures(outcomes)
+    return outcomes
+
+
+def load_tolerances(path: Path | None) -> dict[str, Tolerance]:
+    """A TOML file of per-variant overrides: [torch-tflite] atol = 2e-4 ..."""
+    if path is None:
+        return {}
+    try:
+        table = tomllib.loads(path.read_text())
+        return {name: Tolerance(**values) for name, values in table.items()}
+    except (OSError, tomllib.TOMLDecodeError, TypeError, ValueError) as exc:
+        raise ConfigError(str(path), f"tolerances file does not parse: {str(exc).splitlines()[0]}") from exc
+
+
+def parity(repository: Path, workdir: Path, variants: list[str] | None = None, tolerances: Path | None = None,
+           seed: int = 0, threads: int = 2):
+    from rich.progress import Progress
+
+    from crossdeploy.export.parity import raise_on_failure, run_parity
+    from crossdeploy.export.reports import print_table, write_reports
+
+    repo = ModelRepository(repository)
+    overrides = load_tolerances(tolerances)
+    with Progress(transient=True) as progress:
+        task = progress.add_task("parity: run every variant on the test split", total=None)
+        run = run_parity(repo, variants, seed, threads, overrides, progress=lambda n: progress.update(task, description=f"parity: ran {n}"))
+    print_table(run, console)
+    paths = write_reports(run, workdir / "reports" / "parity")
+    console.print(f"reports: {paths['markdown']}, {paths['json']}, {paths['png']}")
+    raise_on_failure(run)
+    return run
+
+
+def pipeline(repository: Path, workdir: Path, epochs: int = 30, seed: int = 0, keep_versions: int = 2,
+             threads: int = 2, tolerances: Path | None = None) -> StageTimes:
+    times = StageTimes()
+    try:
+        times.run("train", train, workdir, epochs, seed)
+        times.run("export", export, repository, workdir, None, keep_versions, seed)
+        times.run("parity", parity, repository, workdir, None, tolerances, seed, threads)
+    finally:
+        total = sum(times.seconds.values())
+        console.print("stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.seconds.items()) + f", total {total:.0f} s")
+    return times

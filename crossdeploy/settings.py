@@ -1,0 +1,30 @@
+"""Settings from the environment (CROSSDEPLOY_ prefix) with a docstring per field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CROSSDEPLOY_", use_attribute_docstrings=True)
+
+    repository: Path = Field(default_factory=lambda: Path.cwd() / "model_repository")
+    """Root of the Triton-style model repository: <repository>/<variant>/<version>/<file>."""
+
+    workdir: Path = Field(default_factory=lambda: Path.cwd() / "build")
+    """Trained weights, export staging and reports live here (git-ignored)."""
+
+    keep_versions: int = Field(2, ge=1)
+    """How many versions of each variant the repository keeps; older ones are pruned."""
+
+    seed: int = 0
+    """Seed for the data split and for both trainings."""
+
+    epochs: int = Field(30, ge=1)
+    """Training epochs for each framework."""
+
+    threads: int = Field(2, ge=1)
+    """Intra-op threads for every runtime (the machine has 2 cores)."""

@@ -1,0 +1,63 @@
+"""Keras-native targets: the .keras file, a SavedModel with a named signature, TFLite fp32 and int8."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from crossdeploy.export.repository import ToolStep
+from crossdeploy.versions import version_of
+
+from .context import ExportContext, Exported
+
+
+def serving_function(ctx: ExportContext):
+    """The Keras model as a tf.function with the contract's names: input `image`, output `logits`."""
+    model = ctx.keras_model
+    spec = ctx.spec.inputs[0]
+    signature = [tf.TensorSpec([None, *spec.shape[1:]], tf.float32, name=spec.name)]
+    output = ctx.spec.outputs[0].name
+
+    @tf.function(input_signature=signature, autograph=False)
+    def serve(image):
+        return {output: model(image, training=False)}
+
+    return serve, signature
+
+
+def export_keras(ctx: ExportContext, out: Path) -> Exported:
+    ctx.keras_model.save(out / "model.keras")
+    return Exported(steps=[ToolStep(tool="tf_keras model.save", version=version_of("tf-keras"), detail=".keras zip")])
+
+
+def export_savedmodel(ctx: ExportContext, out: Path) -> Exported:
+    serve, _ = serving_function(ctx)
+    tf.saved_model.save(ctx.keras_model, str(out / "model.savedmodel"), signatures={"serving_default": serve})
+    return Exported(steps=[ToolStep(tool="tf.saved_model.save", version=version_of("tensorflow"), detail="signature serving_default")])
+
+
+def _converter(ctx: ExportContext):
+    serve, _ = serving_function(ctx)
+    return tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], ctx.keras_model)
+
+
+def export_tflite(ctx: ExportContext, out: Path) -> Exported:
+    (out / "model.tflite").write_bytes(_converter(ctx).convert())
+    return Exported(steps=[ToolStep(tool="TFLite converter", version=version_of("tensorflow"), detail="fp32")])
+
+
+def export_tflite_int8(ctx: ExportContext, out: Path) -> Exported:
+    converter = _converter(ctx)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    calibration = ctx.calibration.astype(np.float32)
+    converter.representative_dataset = lambda: ([calibration[i : i + 1]] for i in range(len(calibration)))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.float32  # the contract stays FP32 in and out; int8 inside
+    converter.inference_output_type = tf.float32
+    (out / "model.tflite").write_bytes(converter.convert())
+    return Exported(steps=[ToolStep(
+        tool="TFLite converter", version=version_of("tensorflow"),
+        detail=f"full-integer int8, {len(calibration)} calibration samples, float I/O",
+    )])

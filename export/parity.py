@@ -1,0 +1,154 @@
+"""Parity: every variant against its own source's eager reference, on the whole test split.
+
+ONE `check_parity` serves every format: output names first, then shapes, then values; every failing
+output is collected before the verdict. Values pass element-wise when |a-b| <= atol + rtol*|b| (a pure
+relative error explodes near zero). Like Polygraphy, each report also gives the smallest atol (at rtol=0)
+and the smallest rtol (at atol=0) that would have passed, so the margin is visible. A breach is always
+fatal: `run_parity` raises ParityError after writing every report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+
+from crossdeploy.errors import CrossdeployError, ParityError
+from crossdeploy.models.data import load_split
+
+from .pathways import EAGER_REFERENCE
+from .repository import ModelRepository, OutputParity, ParityResult, VariantConfig
+from .spec import Tolerance
+
+REL_FLOOR = 1e-3  # max_rel divides by max(|b|, REL_FLOOR): logits this close to zero carry no relative meaning
+
+
+def output_diff(name: str, candidate: np.ndarray, reference: np.ndarray) -> tuple[OutputParity, np.ndarray]:
+    a = candidate.astype(np.float64)
+    b = reference.astype(np.float64)
+    diff = np.abs(a - b)
+    magnitude = np.abs(b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exact_rel = np.where(diff == 0, 0.0, diff / magnitude)
+    stats = OutputParity(
+        name=name, max_abs=float(diff.max()), mean_abs=float(diff.mean()),
+        p50_abs=float(np.percentile(diff, 50)), p99_abs=float(np.percentile(diff, 99)),
+        max_rel=float((diff / np.maximum(magnitude, REL_FLOOR)).max()),
+        min_atol=float(diff.max()), min_rtol=float(exact_rel.max()),
+    )
+    return stats, diff
+
+
+def check_parity(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], tolerance: Tolerance,
+                 labels: np.ndarray | None = None, variant: str = "candidate", reference_name: str = "reference",
+                 ) -> ParityResult:
+    failures: list[str] = []
+    missing = [n for n in reference if n not in candidate]
+    failures += [f"{variant}: output '{n}' is missing" for n in missing]
+    stats: list[OutputParity] = []
+    for name, expected in reference.items():
+        if name in missing:
+            continue
+        got = candidate[name]
+        if got.shape != expected.shape:
+            failures.append(f"{variant}: output '{name}' has shape {list(got.shape)}, reference {list(expected.shape)}")
+            continue
+        if not np.isfinite(got).all():
+            failures.append(f"{variant}: output '{name}' has {int((~np.isfinite(got)).sum())} non-finite values")
+            continue
+        result, diff = output_diff(name, got, expected)
+        stats.append(result)
+        if tolerance.atol is not None:
+            bound = tolerance.atol + (tolerance.rtol or 0.0) * np.abs(expected.astype(np.float64))
+            breaches = int((diff > bound).sum())
+            if breaches:
+                failures.append(
+                    f"{variant}: output '{name}' max abs diff {result.max_abs:.3g} > atol {tolerance.atol:g} "
+                    f"+ rtol {tolerance.rtol:g}*|ref| at {breaches}/{diff.size} elements"
+                )
+    first = next(iter(reference))
+    agreement = accuracy = reference_accuracy = None
+    if first in candidate and candidate[first].shape == reference[first].shape:
+        predicted, expected_class = candidate[first].argmax(-1), reference[first].argmax(-1)
+        agreement = float((predicted == expected_class).mean())
+        if labels is not None:
+            accuracy = float((predicted == labels).mean())
+            reference_accuracy = float((expected_class == labels).mean())
+        if agreement < tolerance.min_agreement:
+            failures.append(f"{variant}: argmax agreement {agreement:.2%} < {tolerance.min_agreement:.2%}")
+        if tolerance.max_accuracy_drop is not None and accuracy is not None:
+            drop = reference_accuracy - accuracy
+            if drop > tolerance.max_accuracy_drop:
+                failures.append(f"{variant}: accuracy drop {drop * 100:.2f} points > {tolerance.max_accuracy_drop * 100:.2f}")
+    return ParityResult(
+        passed=not failures, checked_at=datetime.now(timezone.utc), reference=reference_name,
+        samples=len(next(iter(reference.values()))), outputs=stats, agreement=agreement or 0.0,
+        accuracy=accuracy, reference_accuracy=reference_accuracy, tolerance=tolerance, failures=failures,
+    )
+
+
+@dataclass
+class VariantParity:
+    config: VariantConfig
+    version: int
+    result: ParityResult
+    diffs: np.ndarray  # |a-b| of the first output, flattened (for the distribution plot)
+
+
+@dataclass
+class ParityRun:
+    variants: list[VariantParity]
+    cross_framework_agreement: float | None  # argmax agreement of the two eager references
+    samples: int
+
+    @property
+    def failures(self) -> list[str]:
+        return [f for v in self.variants for f in v.result.failures]
+
+
+def run_parity(repository: ModelRepository, variants: list[str] | None = None, seed: int = 0, threads: int = 2,
+               tolerances: dict[str, Tolerance] | None = None, write: bool = True, progress=None) -> ParityRun:
+    """Runs every (or the named) variant on the test split and writes each result into its config."""
+    from crossdeploy.serving.runtimes import open_runtime
+
+    names = variants or repository.names()
+    unknown = [n for n in names if n not in repository.names()]
+    if unknown:
+        raise CrossdeployError(f"variant(s) not in the repository {repository.root}: {', '.join(unknown)}")
+    split = load_split(seed)
+    feed = {"image": np.array(split.x_test)}
+    outputs: dict[str, tuple] = {}
+    needed = list(dict.fromkeys(names + [EAGER_REFERENCE[repository.config(n).source_framework] for n in names]))
+    for name in needed:
+        runtime = open_runtime(repository, name, threads=threads).load()
+        try:
+            outputs[name] = (runtime.config, runtime.version.version, runtime.predict(feed))
+        finally:
+            runtime.unload()
+        if progress:
+            progress(name)
+    results = []
+    for name in names:
+        config, version, got = outputs[name]
+        reference = EAGER_REFERENCE[config.source_framework]
+        tolerance = (tolerances or {}).get(name, config.tolerance)
+        result = check_parity(outputs[reference][2], got, tolerance, split.y_test, variant=name, reference_name=reference)
+        first = config.outputs[0].name
+        diffs = np.abs(got[first].astype(np.float64) - outputs[reference][2][first]).ravel()
+        results.append(VariantParity(config, version, result, diffs))
+        if write:
+            repository.set_parity(name, version, result)
+    eager = [outputs.get(EAGER_REFERENCE[s]) for s in ("pytorch", "keras")]
+    cross = None
+    if all(eager):
+        cross = float((eager[0][2]["logits"].argmax(-1) == eager[1][2]["logits"].argmax(-1)).mean())
+    return ParityRun(results, cross, len(split.y_test))
+
+
+def raise_on_failure(run: ParityRun) -> None:
+    if run.failures:
+        raise ParityError(run.failures)
+
+
+__all__ = ["ParityRun", "check_parity", "raise_on_failure", "run_parity"]

@@ -1,0 +1,49 @@
+"""The frozen model contract every variant of both models serves, and the default parity tolerances."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict
+
+
+class TensorSignature(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    datatype: str  # KServe V2 datatype name: FP32, INT64, ...
+    shape: tuple[int, ...]  # -1 marks a dynamic axis
+
+
+class Tolerance(BaseModel):
+    """float: |a-b| <= atol + rtol*|b| element-wise, and argmax agreement >= min_agreement.
+    int8: values are not compared; agreement and accuracy drop decide."""
+
+    model_config = ConfigDict(frozen=True)
+    atol: float | None = None
+    rtol: float | None = None
+    min_agreement: float = 1.0
+    max_accuracy_drop: float | None = None
+
+
+FLOAT_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-3, min_agreement=1.0)
+INT8_TOLERANCE = Tolerance(min_agreement=0.98, max_accuracy_drop=0.02)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    inputs: tuple[TensorSignature, ...]
+    outputs: tuple[TensorSignature, ...]
+    opset: int
+    num_classes: int
+    torch_entry: str  # "module:function" that builds the nn.Module the torch-eager state_dict belongs to
+
+
+DIGITS = ModelSpec(
+    name="digits-cnn",
+    inputs=(TensorSignature(name="image", datatype="FP32", shape=(-1, 8, 8)),),
+    outputs=(TensorSignature(name="logits", datatype="FP32", shape=(-1, 10)),),
+    opset=18,
+    num_classes=10,
+    torch_entry="crossdeploy.models.torch_cnn:build",
+)

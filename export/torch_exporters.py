@@ -1,0 +1,92 @@
+"""PyTorch-native targets: state_dict, TorchScript, torch.export, AOTInductor, ONNX (dynamo), ExecuTorch."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+from pathlib import Path
+
+import torch
+
+from crossdeploy.export.repository import ToolStep
+from crossdeploy.versions import version_of
+
+from .context import ExportContext, Exported
+
+MAX_BATCH = 4096  # upper bound declared for torch.export's symbolic batch dimension
+# The XNNPACK delegate memory-plans its input for at most this many rows, whatever bound is declared
+# (measured: 15 rows pass, 16 fail with "Attempted to resize a bounded tensor"); the adapter splits.
+EXECUTORCH_XNNPACK_MAX_BATCH = 15
+
+
+def _example(ctx: ExportContext) -> tuple[torch.Tensor]:
+    return (torch.from_numpy(ctx.example.copy()),)
+
+
+def _dynamic(ctx: ExportContext, maximum: int = MAX_BATCH) -> dict:
+    batch = torch.export.Dim("batch", min=1, max=maximum)
+    return {ctx.spec.inputs[0].name: {0: batch}}
+
+
+def _exported_program(ctx: ExportContext, maximum: int = MAX_BATCH):
+    return torch.export.export(ctx.torch_model, _example(ctx), dynamic_shapes=_dynamic(ctx, maximum), strict=False)
+
+
+def export_state_dict(ctx: ExportContext, out: Path) -> Exported:
+    torch.save(ctx.torch_model.state_dict(), out / "model.pt")
+    return Exported(steps=[ToolStep(tool="torch.save", version=version_of("torch"), detail="state_dict; model code named in 'entry'")])
+
+
+def export_torchscript(ctx: ExportContext, out: Path) -> Exported:
+    with torch.no_grad():
+        scripted = torch.jit.trace(ctx.torch_model, _example(ctx))
+    torch.jit.save(scripted, str(out / "model.pt"))
+    return Exported(steps=[ToolStep(tool="torch.jit.trace", version=version_of("torch"), detail="TorchScript")])
+
+
+def export_torch_program(ctx: ExportContext, out: Path) -> Exported:
+    torch.export.save(_exported_program(ctx), str(out / "model.pt2"))
+    return Exported(steps=[ToolStep(tool="torch.export", version=version_of("torch"), detail="ExportedProgram, batch symbolic")])
+
+
+def export_aoti(ctx: ExportContext, out: Path) -> Exported:
+    program = _exported_program(ctx)
+    with contextlib.redirect_stdout(io.StringIO()):
+        torch._inductor.aoti_compile_and_package(program, package_path=str(out / "model.pt2"))
+    return Exported(steps=[
+        ToolStep(tool="torch.export", version=version_of("torch")),
+        ToolStep(tool="AOTInductor", version=version_of("torch"), detail="C++ shared library, gcc, CPU"),
+    ])
+
+
+def export_onnx(ctx: ExportContext, out: Path) -> Exported:
+    path = out / "model.onnx"
+    with contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(
+            ctx.torch_model, _example(ctx), str(path),
+            input_names=[s.name for s in ctx.spec.inputs], output_names=[s.name for s in ctx.spec.outputs],
+            dynamic_shapes=_dynamic(ctx), opset_version=ctx.spec.opset, external_data=False, dynamo=True,
+            verbose=False,
+        )
+    shutil.copyfile(path, ctx.scratch / "torch.onnx")
+    ctx.intermediates["torch-onnx"] = ctx.scratch / "torch.onnx"
+    return Exported(steps=[ToolStep(tool="torch.onnx (dynamo)", version=version_of("torch"), detail=f"onnxscript {version_of('onnxscript')}, opset {ctx.spec.opset}")])
+
+
+def export_executorch(ctx: ExportContext, out: Path) -> Exported:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    cap = EXECUTORCH_XNNPACK_MAX_BATCH
+    program = _exported_program(ctx, maximum=cap)
+    lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
+    (out / "model.pte").write_bytes(lowered.buffer)
+    return Exported(
+        steps=[
+            ToolStep(tool="torch.export", version=version_of("torch")),
+            ToolStep(tool="ExecuTorch", version=version_of("executorch"), detail="XNNPACK delegate"),
+        ],
+        dynamic_batch=True, max_batch=cap,
+        batch_note=f"XNNPACK delegate plans memory for at most {cap} rows; the adapter splits larger batches",
+    )

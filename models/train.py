@@ -1,0 +1,124 @@
+"""Seeded, deterministic training of both CNNs on the shared split, with a progress bar."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .data import load_split
+
+TORCH_WEIGHTS = "torch_cnn.pt"
+KERAS_MODEL = "keras_cnn.keras"
+BATCH_SIZE = 32
+LEARNING_RATE = 1e-3
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    framework: str
+    path: Path
+    test_accuracy: float
+    epochs: int
+    seconds: float
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), transient=False,
+    )
+
+
+def train_torch(out_dir: Path, epochs: int, seed: int = 0) -> TrainResult:
+    import torch
+
+    from .torch_cnn import build
+
+    start = time.perf_counter()
+    split = load_split(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    model = build()
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    x = torch.from_numpy(np.array(split.x_train))
+    y = torch.from_numpy(np.array(split.y_train))
+    generator = torch.Generator().manual_seed(seed)
+    with _progress() as progress:
+        task = progress.add_task("train PyTorch CNN", total=epochs, status="")
+        for _ in range(epochs):
+            model.train()
+            order = torch.randperm(len(x), generator=generator)
+            total = 0.0
+            for i in range(0, len(x), BATCH_SIZE):
+                idx = order[i : i + BATCH_SIZE]
+                optimizer.zero_grad()
+                loss = loss_fn(model(x[idx]), y[idx])
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(idx)
+            progress.update(task, advance=1, status=f"loss {total / len(x):.4f}")
+    model.eval()
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(np.array(split.x_test))).argmax(1).numpy()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / TORCH_WEIGHTS
+    torch.save(model.state_dict(), path)
+    accuracy = float((predicted == split.y_test).mean())
+    return TrainResult("pytorch", path, accuracy, epochs, time.perf_counter() - start)
+
+
+def train_keras(out_dir: Path, epochs: int, seed: int = 0) -> TrainResult:
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from .keras_cnn import build
+
+    start = time.perf_counter()
+    split = load_split(seed)
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    model = build()
+    model.compile(
+        optimizer=keras.optimizers.Adam(LEARNING_RATE),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    with _progress() as progress:
+        task = progress.add_task("train Keras CNN  ", total=epochs, status="")
+
+        class _Report(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                progress.update(task, advance=1, status=f"loss {logs['loss']:.4f}")
+
+        model.fit(
+            np.array(split.x_train), np.array(split.y_train), batch_size=BATCH_SIZE, epochs=epochs,
+            shuffle=True, verbose=0, callbacks=[_Report()],
+        )
+    logits = model.predict(np.array(split.x_test), verbose=0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / KERAS_MODEL
+    model.save(path)
+    accuracy = float((logits.argmax(1) == split.y_test).mean())
+    return TrainResult("keras", path, accuracy, epochs, time.perf_counter() - start)
+
+
+def load_torch(path: Path):
+    """The trained PyTorch model, eval mode, from a state_dict loaded with weights_only=True."""
+    import torch
+
+    from .torch_cnn import build
+
+    model = build()
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def load_keras(path: Path):
+    import tf_keras as keras
+
+    return keras.models.load_model(path, compile=False)

@@ -1,0 +1,23 @@
+"""ONNX files (fp32 and int8 QDQ) through onnxruntime's CPU execution provider."""
+
+from __future__ import annotations
+
+import onnxruntime as ort
+
+from .base import Runtime
+
+
+class OnnxRuntime(Runtime):
+    file = "model.onnx"
+
+    def _load(self) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(self.artifact), options, providers=["CPUExecutionProvider"])
+        self._input_names = [i.name for i in self.session.get_inputs()]
+
+    def _run(self, inputs):
+        feed = dict(zip(self._input_names, inputs.values()))
+        return self._outputs(self.session.run(None, feed))

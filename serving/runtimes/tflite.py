@@ -1,0 +1,33 @@
+"""TFLite flatbuffers through LiteRT (`ai_edge_litert`), not the deprecated tf.lite.Interpreter.
+
+The batch axis is resized per call when the model's shape signature leaves it dynamic (-1).
+"""
+
+from __future__ import annotations
+
+from ai_edge_litert.interpreter import Interpreter
+
+from .base import Runtime
+
+
+class LiteRTRuntime(Runtime):
+    file = "model.tflite"
+
+    def _load(self) -> None:
+        self.interpreter = Interpreter(model_path=str(self.artifact), num_threads=self.threads)
+        self._inputs = self.interpreter.get_input_details()
+        self._output_indices = [d["index"] for d in self.interpreter.get_output_details()]
+        self._shapes = None
+
+    def _run(self, inputs):
+        interpreter = self.interpreter
+        shapes = [a.shape for a in inputs.values()]
+        if shapes != self._shapes:
+            for detail, shape in zip(self._inputs, shapes):
+                interpreter.resize_tensor_input(detail["index"], list(shape), strict=True)
+            interpreter.allocate_tensors()
+            self._shapes = shapes
+        for detail, array in zip(self._inputs, inputs.values()):
+            interpreter.set_tensor(detail["index"], array)
+        interpreter.invoke()
+        return self._outputs([interpreter.get_tensor(i).copy() for i in self._output_indices])
