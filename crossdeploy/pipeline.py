@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -9,11 +11,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from crossdeploy.errors import ConfigError
+from crossdeploy.errors import ConfigError, CrossdeployError
 from crossdeploy.export.repository import ModelRepository
 from crossdeploy.export.spec import Tolerance
 
-console = Console(stderr=False)
+# Wide enough for the parity table when output is piped (CI logs); a terminal keeps its own width.
+console = Console(width=None if sys.stdout.isatty() else 200)
 
 
 @dataclass
@@ -53,6 +56,19 @@ def export(repository: Path, workdir: Path, variants: list[str] | None = None, k
     return outcomes
 
 
+def export_in_fresh_process(repository: Path, workdir: Path, variants: list[str] | None = None,
+                            keep_versions: int = 2, seed: int = 0) -> None:
+    """`export` in a new interpreter. Converters name graph functions and TorchScript classes from
+    process-wide counters, so an export that follows training in the same process writes different bytes
+    than `crossdeploy export` would, and the repository would store a needless new version."""
+    command = [sys.executable, "-m", "crossdeploy.cli", "export", "--repository", str(repository),
+               "--workdir", str(workdir), "--keep-versions", str(keep_versions), "--seed", str(seed)]
+    for name in variants or []:
+        command += ["--variant", name]
+    if subprocess.run(command).returncode != 0:
+        raise CrossdeployError("the export stage failed (its error is printed above)")
+
+
 def load_tolerances(path: Path | None) -> dict[str, Tolerance]:
     """A TOML file of per-variant overrides: [torch-tflite] atol = 2e-4 ..."""
     if path is None:
@@ -88,7 +104,7 @@ def pipeline(repository: Path, workdir: Path, epochs: int = 30, seed: int = 0, k
     times = StageTimes()
     try:
         times.run("train", train, workdir, epochs, seed)
-        times.run("export", export, repository, workdir, None, keep_versions, seed)
+        times.run("export", export_in_fresh_process, repository, workdir, None, keep_versions, seed)
         times.run("parity", parity, repository, workdir, None, tolerances, seed, threads)
     finally:
         total = sum(times.seconds.values())

@@ -57,6 +57,7 @@ def _config(pathway: Pathway, spec: ModelSpec, exported) -> VariantConfig:
         inputs=list(spec.inputs), outputs=list(spec.outputs), dynamic_batch=exported.dynamic_batch,
         max_batch=exported.max_batch, batch_note=exported.batch_note,
         entry=spec.torch_entry if pathway.format == "torch-eager" else None, tolerance=pathway.tolerance,
+        notes=exported.notes,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,8 @@ from crossdeploy.export.repository import ToolStep
 from crossdeploy.versions import version_of
 
 from .context import ExportContext, Exported
+
+FIXED_DATE = "1980-01-01@00:00:00"
 
 
 def serving_function(ctx: ExportContext):
@@ -27,14 +31,39 @@ def serving_function(ctx: ExportContext):
     return serve, signature
 
 
+def _reproducible_keras_zip(path: Path) -> None:
+    """Keras stamps the save time into metadata.json and the zip entries; identical weights must give
+    identical bytes, or every pipeline run would add a version. The stamp is replaced by a fixed one."""
+    entries = []
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            data = archive.read(info)
+            if info.filename == "metadata.json":
+                metadata = json.loads(data)
+                metadata["date_saved"] = FIXED_DATE
+                data = json.dumps(metadata).encode()
+            entries.append((info.filename, data))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in entries:
+            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
+
+
+def drop_fingerprint(savedmodel: Path) -> None:
+    """fingerprint.pb holds a random uuid per save (TF treats the file as optional); without it, the same
+    graph and weights give the same bytes."""
+    (savedmodel / "fingerprint.pb").unlink(missing_ok=True)
+
+
 def export_keras(ctx: ExportContext, out: Path) -> Exported:
     ctx.keras_model.save(out / "model.keras")
+    _reproducible_keras_zip(out / "model.keras")
     return Exported(steps=[ToolStep(tool="tf_keras model.save", version=version_of("tf-keras"), detail=".keras zip")])
 
 
 def export_savedmodel(ctx: ExportContext, out: Path) -> Exported:
     serve, _ = serving_function(ctx)
     tf.saved_model.save(ctx.keras_model, str(out / "model.savedmodel"), signatures={"serving_default": serve})
+    drop_fingerprint(out / "model.savedmodel")
     return Exported(steps=[ToolStep(tool="tf.saved_model.save", version=version_of("tensorflow"), detail="signature serving_default")])
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from crossdeploy.errors import CrossdeployError, ParityError
 from crossdeploy.models.data import load_split
 
-from .pathways import EAGER_REFERENCE
+from .pathways import BY_NAME, EAGER_REFERENCE
 from .repository import ModelRepository, OutputParity, ParityResult, VariantConfig
 from .spec import Tolerance
 
@@ -112,7 +112,8 @@ def run_parity(repository: ModelRepository, variants: list[str] | None = None, s
     """Runs every (or the named) variant on the test split and writes each result into its config."""
     from crossdeploy.serving.runtimes import open_runtime
 
-    names = variants or repository.names()
+    order = {name: i for i, name in enumerate(BY_NAME)}
+    names = sorted(variants or repository.names(), key=lambda n: (order.get(n, len(order)), n))
     unknown = [n for n in names if n not in repository.names()]
     if unknown:
         raise CrossdeployError(f"variant(s) not in the repository {repository.root}: {', '.join(unknown)}")

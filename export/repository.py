@@ -87,6 +87,7 @@ class VariantConfig(BaseModel):
     max_batch: int | None = None
     batch_note: str = ""
     entry: str | None = None  # model code for formats that are weights only (torch-eager)
+    notes: list[str] = []  # what a user deploying this artifact must know
     tolerance: Tolerance
     versions: list[VersionRecord] = []
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -38,10 +39,21 @@ def export_state_dict(ctx: ExportContext, out: Path) -> Exported:
     return Exported(steps=[ToolStep(tool="torch.save", version=version_of("torch"), detail="state_dict; model code named in 'entry'")])
 
 
-def export_torchscript(ctx: ExportContext, out: Path) -> Exported:
+def _trace(module, example):
     with torch.no_grad():
-        scripted = torch.jit.trace(ctx.torch_model, _example(ctx))
-    torch.jit.save(scripted, str(out / "model.pt"))
+        return torch.jit.trace(module, example)
+
+
+def save_torchscript(module, example: tuple, path: Path) -> None:
+    """Traces and saves. TorchScript stores the Python call stack of the trace as debug info, so tracing in
+    a fresh worker thread keeps the bytes independent of who called the exporter (CLI, pipeline, tests)."""
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        traced = worker.submit(_trace, module, example).result()
+    torch.jit.save(traced, str(path))
+
+
+def export_torchscript(ctx: ExportContext, out: Path) -> Exported:
+    save_torchscript(ctx.torch_model, _example(ctx), out / "model.pt")
     return Exported(steps=[ToolStep(tool="torch.jit.trace", version=version_of("torch"), detail="TorchScript")])
 
 
@@ -54,10 +66,17 @@ def export_aoti(ctx: ExportContext, out: Path) -> Exported:
     program = _exported_program(ctx)
     with contextlib.redirect_stdout(io.StringIO()):
         torch._inductor.aoti_compile_and_package(program, package_path=str(out / "model.pt2"))
-    return Exported(steps=[
-        ToolStep(tool="torch.export", version=version_of("torch")),
-        ToolStep(tool="AOTInductor", version=version_of("torch"), detail="C++ shared library, gcc, CPU"),
-    ])
+    return Exported(
+        steps=[
+            ToolStep(tool="torch.export", version=version_of("torch")),
+            ToolStep(tool="AOTInductor", version=version_of("torch"), detail="C++ shared library, gcc, CPU"),
+        ],
+        notes=[
+            "compiled with -march=native: the shared library runs on CPUs with this machine's instruction set; "
+            "build it where it will be served",
+            "each package carries a random serialization id, so every export is stored as a new version",
+        ],
+    )
 
 
 def export_onnx(ctx: ExportContext, out: Path) -> Exported:

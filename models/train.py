@@ -41,7 +41,8 @@ def train_torch(out_dir: Path, epochs: int, seed: int = 0) -> TrainResult:
     start = time.perf_counter()
     split = load_split(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)  # restored below: exporters later in the process must not see it
     model = build()
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -62,6 +63,7 @@ def train_torch(out_dir: Path, epochs: int, seed: int = 0) -> TrainResult:
                 optimizer.step()
                 total += loss.item() * len(idx)
             progress.update(task, advance=1, status=f"loss {total / len(x):.4f}")
+    torch.use_deterministic_algorithms(was_deterministic)
     model.eval()
     with torch.no_grad():
         predicted = model(torch.from_numpy(np.array(split.x_test))).argmax(1).numpy()
@@ -73,15 +75,15 @@ def train_torch(out_dir: Path, epochs: int, seed: int = 0) -> TrainResult:
 
 
 def train_keras(out_dir: Path, epochs: int, seed: int = 0) -> TrainResult:
-    import tensorflow as tf
     import tf_keras as keras
+    from tensorflow.python.framework import config as tf_config
 
     from .keras_cnn import build
 
     start = time.perf_counter()
     split = load_split(seed)
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    tf_config.enable_op_determinism()
     model = build()
     model.compile(
         optimizer=keras.optimizers.Adam(LEARNING_RATE),
@@ -99,6 +101,7 @@ def train_keras(out_dir: Path, epochs: int, seed: int = 0) -> TrainResult:
             np.array(split.x_train), np.array(split.y_train), batch_size=BATCH_SIZE, epochs=epochs,
             shuffle=True, verbose=0, callbacks=[_Report()],
         )
+    tf_config.disable_op_determinism()  # exporters later in the process must not see it (no public API)
     logits = model.predict(np.array(split.x_test), verbose=0)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / KERAS_MODEL

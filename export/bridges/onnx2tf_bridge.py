@@ -18,7 +18,7 @@ from crossdeploy.versions import version_of
 
 from ..context import ExportContext, Exported
 
-SAVEDMODEL_FILES = ("saved_model.pb", "variables", "assets", "fingerprint.pb")
+SAVEDMODEL_FILES = ("saved_model.pb", "variables", "assets")  # not fingerprint.pb: a random uuid per save
 
 
 def _converted(ctx: ExportContext, source: str) -> Path:

@@ -17,6 +17,7 @@ from crossdeploy.export.repository import ToolStep
 from crossdeploy.versions import version_of
 
 from ..context import ExportContext, Exported
+from ..torch_exporters import save_torchscript
 
 STUBS = Path(__file__).resolve().parents[1] / "_stubs"
 
@@ -43,9 +44,7 @@ def export_torchscript_from_onnx(ctx: ExportContext, out: Path, source: str = "k
     if onnx_path is None:
         raise ExportError(source, "its ONNX file must be exported before onnx2torch can convert it")
     module = _onnx2torch().convert(onnx.load(str(onnx_path))).eval()
-    with torch.no_grad():
-        traced = torch.jit.trace(module, (torch.from_numpy(ctx.example.copy()),))
-    torch.jit.save(traced, str(out / "model.pt"))
+    save_torchscript(module, (torch.from_numpy(ctx.example.copy()),), out / "model.pt")
     return Exported(steps=[
         ToolStep(tool="tf2onnx", version=version_of("tf2onnx")),
         ToolStep(tool="onnx2torch", version=version_of("onnx2torch")),

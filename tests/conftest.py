@@ -1,0 +1,40 @@
+"""Session fixtures: the real pipeline (train both models, export all 15 pathways) into a temporary
+repository. Nothing is mocked and no binary is committed; everything below runs on these artifacts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import crossdeploy  # noqa: F401  (environment first)
+from crossdeploy.export.repository import ModelRepository
+
+EPOCHS = 30  # the pipeline's default: the accuracy bar (>= 0.95) is asserted on what users get
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    from crossdeploy.pipeline import train
+
+    path = tmp_path_factory.mktemp("work")
+    train(workdir=path, epochs=EPOCHS, seed=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def repository(workdir, tmp_path_factory) -> ModelRepository:
+    from crossdeploy.pipeline import export_in_fresh_process
+
+    root = tmp_path_factory.mktemp("repo") / "model_repository"
+    export_in_fresh_process(repository=root, workdir=workdir)  # as `crossdeploy pipeline` does
+    return ModelRepository(root)
+
+
+@pytest.fixture
+def scratch_repository(repository, tmp_path) -> ModelRepository:
+    """A private copy to damage (corrupt, perturb) without touching the shared one."""
+    root = tmp_path / "model_repository"
+    shutil.copytree(repository.root, root, ignore=shutil.ignore_patterns(".staging"))
+    return ModelRepository(root)
