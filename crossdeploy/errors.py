@@ -58,3 +58,21 @@ class ParityError(CrossdeployError):
     def __init__(self, failures: list[str]):
         self.failures = failures
         super().__init__("parity failed: " + "; ".join(failures))
+
+
+class PayloadTooLarge(CrossdeployError):
+    def __init__(self, limit: int):
+        self.limit = limit
+        super().__init__(f"request body exceeds the limit of {limit} bytes")
+
+
+class UnsupportedMediaType(CrossdeployError):
+    def __init__(self, content_type: str, accepted: list[str]):
+        self.content_type, self.accepted = content_type, accepted
+        super().__init__(f"content type '{content_type}' is not accepted here; use one of: {', '.join(accepted)}")
+
+
+class Overloaded(CrossdeployError):
+    def __init__(self, limit: int, retry_after: int = 1):
+        self.limit, self.retry_after = limit, retry_after
+        super().__init__(f"server busy: {limit} requests already in flight, retry after {retry_after} s")

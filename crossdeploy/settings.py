@@ -28,3 +28,18 @@ class Settings(BaseSettings):
 
     threads: int = Field(2, ge=1)
     """Intra-op threads for every runtime (the machine has 2 cores)."""
+
+    host: str = "127.0.0.1"
+    """Address the gateway binds (the container sets 0.0.0.0)."""
+
+    port: int = Field(8000, ge=1, le=65535)
+    """Port the gateway listens on."""
+
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    """Largest request body accepted; a larger one gets 413 before it is read whole."""
+
+    max_in_flight: int = Field(64, ge=1)
+    """Requests allowed in flight at once; beyond it the gateway answers 503 with Retry-After."""
+
+    max_batch: int = Field(1024, ge=1)
+    """Largest batch one request may carry."""

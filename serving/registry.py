@@ -1,0 +1,134 @@
+"""The served models: every variant and every version the repository holds, loaded through the runtime
+adapters. A variant that fails to load is kept as UNAVAILABLE with its reason and never stops the others.
+
+Concurrency: each served version owns a one-thread executor. Inference never runs on the event loop, a slow
+variant only queues its own requests, and adapters that are not thread-safe (LiteRT, ExecuTorch) are only
+ever entered by one thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from crossdeploy.errors import CrossdeployError, ModelNotFound, ModelNotReady
+from crossdeploy.export.repository import ModelRepository, VariantConfig
+from crossdeploy.serving.runtimes import Runtime, runtime_class
+
+log = logging.getLogger("crossdeploy.gateway")
+
+PHASES = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+
+
+@dataclass
+class Stat:
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int) -> None:
+        self.count += 1
+        self.ns += ns
+
+
+@dataclass
+class Stats:
+    """Triton's per-model statistics: a count and cumulative nanoseconds per phase."""
+
+    phases: dict[str, Stat] = field(default_factory=lambda: {p: Stat() for p in PHASES})
+    inference_count: int = 0
+    execution_count: int = 0
+    last_inference_ms: int = 0
+
+
+@dataclass
+class Served:
+    name: str
+    version: int
+    config: VariantConfig | None
+    runtime: Runtime | None
+    state: str  # READY | UNAVAILABLE
+    reason: str = ""
+    load_seconds: float = 0.0
+    stats: Stats = field(default_factory=Stats)
+    executor: ThreadPoolExecutor | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "READY"
+
+
+class ModelRegistry:
+    def __init__(self, repository: ModelRepository, threads: int = 2):
+        self.repository = repository
+        self.threads = threads
+        self._served: dict[str, dict[int, Served]] = {}
+
+    def load_all(self) -> None:
+        for name in self.repository.names():
+            self.load(name)
+
+    def load(self, name: str) -> list[Served]:
+        self.unload(name)
+        try:
+            config = self.repository.config(name)
+            records = sorted(config.versions, key=lambda r: r.version)
+        except CrossdeployError as exc:
+            log.error("variant %s cannot be served: %s", name, exc)
+            self._served[name] = {0: Served(name, 0, None, None, "UNAVAILABLE", str(exc))}
+            return list(self._served[name].values())
+        served = {}
+        for record in records:
+            start = time.perf_counter()
+            runtime = runtime_class(config.format)(config, record, self.repository.version_dir(name, record.version), self.threads)
+            try:
+                runtime.load()
+                entry = Served(name, record.version, config, runtime, "READY")
+                entry.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-v{record.version}")
+            except CrossdeployError as exc:
+                log.error("variant %s version %s failed to load: %s", name, record.version, exc)
+                entry = Served(name, record.version, config, None, "UNAVAILABLE", str(exc))
+            entry.load_seconds = time.perf_counter() - start
+            served[record.version] = entry
+        self._served[name] = served
+        return list(served.values())
+
+    def unload(self, name: str) -> None:
+        for entry in self._served.pop(name, {}).values():
+            if entry.executor:
+                entry.executor.shutdown(wait=True)
+            if entry.runtime and entry.runtime.ready:
+                entry.runtime.unload()
+
+    def close(self) -> None:
+        for name in list(self._served):
+            self.unload(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._served)
+
+    def versions(self, name: str) -> list[Served]:
+        if name not in self._served:
+            raise ModelNotFound(name)
+        return [v for k, v in sorted(self._served[name].items()) if k != 0 or v.config is None]
+
+    def lookup(self, name: str, version: int | None = None) -> Served:
+        """The served entry (latest version by default), ready or not."""
+        versions = self.versions(name)
+        if version is None:
+            ready = [v for v in versions if v.ready]
+            return (ready or versions)[-1]
+        for entry in versions:
+            if entry.version == version:
+                return entry
+        raise ModelNotFound(name, version)
+
+    def get(self, name: str, version: int | None = None) -> Served:
+        entry = self.lookup(name, version)
+        if not entry.ready:
+            raise ModelNotReady(name, entry.reason or "failed to load")
+        return entry
+
+    def all(self) -> list[Served]:
+        return [entry for name in self.names() for entry in self.versions(name)]
