@@ -1,4 +1,4 @@
-"""`crossdeploy train | export | parity | pipeline`: each parses and calls one library function."""
+"""`crossdeploy train | export | parity | pipeline | serve`: each parses and calls one library function."""
 
 from __future__ import annotations
 
@@ -62,6 +62,21 @@ def pipeline(repository: Repository = S.repository, workdir: Workdir = S.workdir
 
     run(repository=repository, workdir=workdir, epochs=epochs, seed=seed, keep_versions=keep_versions,
         threads=threads, tolerances=tolerances)
+
+
+@app.command()
+def serve(host: Annotated[str, typer.Option(help="Address to bind (CROSSDEPLOY_HOST).")] = S.host,
+          port: Annotated[int, typer.Option(min=1, max=65535, help="Port (CROSSDEPLOY_PORT).")] = S.port,
+          repository: Repository = S.repository, threads: Threads = S.threads,
+          max_in_flight: Annotated[int, typer.Option(min=1, help="Requests in flight before 503.")] = S.max_in_flight,
+          max_batch: Annotated[int, typer.Option(min=1, help="Largest batch per request.")] = S.max_batch,
+          max_body_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body (413 above).")] = S.max_body_bytes,
+          access_log: Annotated[bool, typer.Option(help="Log every request.")] = S.access_log):
+    """Serve every variant of the repository: KServe V2, TF Serving REST, TorchServe, /v1/compare, /metrics."""
+    from crossdeploy.serving.app import serve as run
+
+    run(S.model_copy(update=dict(host=host, port=port, repository=repository, threads=threads, max_in_flight=max_in_flight,
+                                 max_batch=max_batch, max_body_bytes=max_body_bytes, access_log=access_log)))
 
 
 def main(argv: list[str] | None = None) -> int:

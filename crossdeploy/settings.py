@@ -43,3 +43,6 @@ class Settings(BaseSettings):
 
     max_batch: int = Field(1024, ge=1)
     """Largest batch one request may carry."""
+
+    access_log: bool = False
+    """Log every request (uvicorn's access log); off by default, as in Triton, to keep latency honest."""

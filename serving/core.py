@@ -13,7 +13,7 @@ from typing import Awaitable, Callable
 
 import numpy as np
 
-from crossdeploy.errors import CrossdeployError, InvalidInput
+from crossdeploy.errors import CrossdeployError, InvalidInput, ModelNotFound
 
 from .metrics import Metrics
 from .registry import ModelRegistry, Served
@@ -28,8 +28,6 @@ class Timings:
 
 
 def parse_version(name: str, version: str | None) -> int | None:
-    from crossdeploy.errors import ModelNotFound
-
     if version is None or version == "":
         return None
     if not version.isdigit():
@@ -73,10 +71,11 @@ class Gateway:
 
     async def handle(self, protocol: str, name: str, version: str | None,
                      decode: Callable[[Served], dict[str, np.ndarray]],
-                     encode: Callable[[Served, dict[str, np.ndarray]], object]) -> object:
+                     encode: Callable[[Served, dict[str, np.ndarray]], object],
+                     timings: Timings | None = None) -> object:
         """Runs one request; errors propagate (the app's handlers shape them) after being counted."""
         start = time.perf_counter_ns()
-        timings = Timings()
+        timings = timings if timings is not None else Timings()
         served = None
         try:
             served = self.registry.get(name, parse_version(name, version))
@@ -92,6 +91,23 @@ class Gateway:
             raise
         self._record(served, protocol, "success", start, timings, batch=next(iter(inputs.values())).shape[0])
         return response
+
+    def load(self, name: str) -> list[Served]:
+        """(Re)loads every version of `name` from the repository; blocking, call it off the event loop."""
+        if name not in self.registry.repository.names():
+            raise ModelNotFound(name)
+        entries = self.registry.load(name)
+        self.count_models()
+        return entries
+
+    def unload(self, name: str) -> None:
+        self.registry.unload(name)
+        self.count_models()
+
+    def count_models(self) -> None:
+        entries = self.registry.all()
+        for state in ("READY", "UNAVAILABLE"):
+            self.metrics.models.labels(state).set(sum(e.state == state for e in entries))
 
     def _record(self, served: Served | None, protocol: str, status: str, start: int, t: Timings, batch: int = 0) -> None:
         total = time.perf_counter_ns() - start

@@ -36,7 +36,7 @@ def error_response(path: str, status: int, message: str, headers: dict | None = 
         body = {"code": status, "type": TORCHSERVE_TYPES.get(status, "InternalServerException"), "message": message}
     else:  # KServe V2, TF Serving and compare all answer {"error": "..."}
         body = {"error": message}
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+    return json_response(body, status, headers)
 
 
 async def crossdeploy_error(request: Request, exc: CrossdeployError) -> Response:
@@ -91,6 +91,8 @@ def media_type(request: Request) -> str:
 
 def require_media(request: Request, accepted: tuple[str, ...], allow_missing: bool = True) -> str:
     kind = media_type(request)
+    if kind == "application/x-www-form-urlencoded" and "application/json" in accepted:
+        return "application/json"  # curl -d's default; TF Serving's own examples rely on it being read as JSON
     if (not kind and allow_missing) or kind in accepted or any(a.endswith("/*") and kind.startswith(a[:-1]) for a in accepted):
         return kind
     raise UnsupportedMediaType(kind or "(none)", list(accepted))
@@ -127,3 +129,32 @@ class InFlightLimit:
         finally:
             self.current -= 1
             self.metrics.in_flight.dec()
+
+
+def json_response(body: object, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
+                    media_type="application/json", headers=headers)
+
+
+# Request models of routes that parse their own bodies (binary, multipart, orjson): documented in /docs by
+# reference; app.openapi() adds their schemas to components.
+DOCUMENTED: dict[str, dict] = {}
+
+
+def openapi_body(model, media: tuple[str, ...] = ("application/json",)) -> dict:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    DOCUMENTED.update(schema.pop("$defs", {}))
+    DOCUMENTED[model.__name__] = schema
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {m: {"schema": ref} for m in media}}}
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    """The last resort: an exception nobody named still gets the protocol's error shape, and is logged."""
+    import logging
+
+    logging.getLogger("crossdeploy.gateway").exception("unexpected error on %s", request.url.path)
+    return error_response(request.url.path, 500, f"internal error: {type(exc).__name__}: {str(exc)[:300]}")
+
+
+HANDLERS[Exception] = unexpected_error

@@ -3,6 +3,7 @@ repository. Nothing is mocked and no binary is committed; everything below runs 
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -24,10 +25,15 @@ def workdir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def repository(workdir, tmp_path_factory) -> ModelRepository:
+def repository(request, tmp_path_factory) -> ModelRepository:
     from crossdeploy.pipeline import export_in_fresh_process
 
     root = tmp_path_factory.mktemp("repo") / "model_repository"
+    prebuilt = os.environ.get("CROSSDEPLOY_TEST_REPOSITORY")
+    if prebuilt:  # a developer's shortcut: a copy of a repository `crossdeploy pipeline` built (CI never sets it)
+        shutil.copytree(prebuilt, root, ignore=shutil.ignore_patterns(".staging"))
+        return ModelRepository(root)
+    workdir = request.getfixturevalue("workdir")
     export_in_fresh_process(repository=root, workdir=workdir)  # as `crossdeploy pipeline` does
     return ModelRepository(root)
 

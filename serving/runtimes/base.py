@@ -95,7 +95,7 @@ class Runtime(ABC):
         names = [s.name for s in self.config.outputs]
         if len(values) != len(names):
             raise ArtifactError(self.name, str(self.artifact), f"artifact returned {len(values)} outputs, contract has {len(names)}")
-        return {name: np.asarray(value, dtype=DTYPES[spec.datatype]) for name, value, spec in zip(names, values, self.config.outputs)}
+        return {name: np.ascontiguousarray(value, dtype=DTYPES[spec.datatype]) for name, value, spec in zip(names, values, self.config.outputs)}
 
     def metadata(self) -> dict:
         return {

@@ -1,0 +1,50 @@
+"""A real gateway on a free loopback port, in a thread of the test process (uvicorn, not a test client)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+
+from crossdeploy.export.repository import ModelRepository
+from crossdeploy.serving.app import create_app
+from crossdeploy.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveGateway:
+    def __init__(self, repository: ModelRepository, **settings):
+        self.port = free_port()
+        self.settings = Settings(repository=repository.root, host="127.0.0.1", port=self.port, **settings)
+        self.app = create_app(self.settings, repository)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:  # what tritonclient wants
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "LiveGateway":
+        self.thread.start()
+        deadline = time.monotonic() + 600
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.1)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
