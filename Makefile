@@ -6,7 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: install pipeline up test test-all clean
+REPOSITORY ?= model_repository
+HOST ?= 127.0.0.1
+PORT ?= 8000
+BUILT := $(REPOSITORY)/.built
+SOURCES := $(shell find models export crossdeploy -name '*.py' 2>/dev/null) constraints.txt
+
+.PHONY: install pipeline up serve bench-gateway test clean
 
 install: $(STAMP)
 
@@ -21,10 +27,23 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 pipeline: install
-	$(BIN)/crossdeploy pipeline
+	$(BIN)/crossdeploy pipeline --repository $(REPOSITORY)
+	touch $(BUILT)
 
-# The whole pathway: train, export, parity. (The gateway that serves the repository arrives with issue 4.)
-up: pipeline
+# The repository is stale when it is missing or older than the code and pins that build it.
+$(BUILT): $(SOURCES) | $(STAMP)
+	$(MAKE) pipeline
+
+# The whole pathway: train, export, parity when the repository is missing or stale, then serve every variant.
+up: $(BUILT)
+	$(BIN)/crossdeploy serve --host $(HOST) --port $(PORT) --repository $(REPOSITORY)
+
+serve: install
+	$(BIN)/crossdeploy serve --host $(HOST) --port $(PORT) --repository $(REPOSITORY)
+
+# The gateway against a minimal FastAPI+onnxruntime endpoint, with wrk (see bench/gateway_floor.py).
+bench-gateway: $(BUILT)
+	$(BIN)/python -m crossdeploy.bench.gateway_floor --repository $(REPOSITORY)
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -71,12 +71,14 @@ def serve(host: Annotated[str, typer.Option(help="Address to bind (CROSSDEPLOY_H
           max_in_flight: Annotated[int, typer.Option(min=1, help="Requests in flight before 503.")] = S.max_in_flight,
           max_batch: Annotated[int, typer.Option(min=1, help="Largest batch per request.")] = S.max_batch,
           max_body_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body (413 above).")] = S.max_body_bytes,
+          inline_ms: Annotated[float, typer.Option(min=0.0, help="Run calls estimated below this on the event loop.")] = S.inline_ms,
           access_log: Annotated[bool, typer.Option(help="Log every request.")] = S.access_log):
     """Serve every variant of the repository: KServe V2, TF Serving REST, TorchServe, /v1/compare, /metrics."""
     from crossdeploy.serving.app import serve as run
 
     run(S.model_copy(update=dict(host=host, port=port, repository=repository, threads=threads, max_in_flight=max_in_flight,
-                                 max_batch=max_batch, max_body_bytes=max_body_bytes, access_log=access_log)))
+                                 max_batch=max_batch, max_body_bytes=max_body_bytes, inline_ms=inline_ms,
+                                 access_log=access_log)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,5 +44,9 @@ class Settings(BaseSettings):
     max_batch: int = Field(1024, ge=1)
     """Largest batch one request may carry."""
 
+    inline_ms: float = Field(1.0, ge=0.0)
+    """Inference estimated below this many milliseconds runs on the event loop (no thread hop) when its
+    variant's executor is idle; 0 sends every call to the variant's executor thread."""
+
     access_log: bool = False
     """Log every request (uvicorn's access log); off by default, as in Triton, to keep latency honest."""

@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None, repository: ModelRepository | N
     async def lifespan(app: FastAPI):
         registry = ModelRegistry(repository, settings.threads)
         await run_in_threadpool(registry.load_all)
-        gateway = Gateway(registry, metrics, settings.max_batch)
+        gateway = Gateway(registry, metrics, settings.max_batch, settings.inline_ms)
         gateway.count_models()
         app.state.gateway = gateway
         if console is not None:
@@ -66,7 +66,10 @@ def create_app(settings: Settings | None = None, repository: ModelRepository | N
                               "(Triton's clients), TF Serving REST, TorchServe, and /v1/compare across all of them.")
     app.state.settings = settings
     app.state.metrics = metrics
+    # Inference routes first: routes are tried in order and these are the ones called thousands of times.
     for module in (kserve_v2, tfserving, torchserve, compare):
+        app.include_router(module.inference)
+    for module in (kserve_v2, tfserving, torchserve):
         app.include_router(module.router)
 
     @app.get("/metrics", tags=["Metrics"], summary="Prometheus metrics")

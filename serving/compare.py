@@ -25,7 +25,7 @@ from .tfserving import decode_predict
 from .torchserve import read_upload, softmax, with_batch
 
 EAGER_FORMAT = {"pytorch": "torch-eager", "keras": "keras"}
-router = APIRouter(tags=["Compare"])
+inference = APIRouter(tags=["Compare"])  # the hot routes, mounted before everything else
 
 
 class CompareRequest(BaseModel):
@@ -82,7 +82,7 @@ def _within(config, diff_abs: np.ndarray, reference: np.ndarray) -> bool | None:
     return bool(np.all(diff_abs <= tolerance.atol + (tolerance.rtol or 0.0) * np.abs(reference)))
 
 
-@router.post("/v1/compare", summary="One input through every variant, side by side",
+@inference.post("/v1/compare", summary="One input through every variant, side by side",
              openapi_extra=openapi_body(CompareRequest))
 async def compare(request: Request, gw: Gateway = Depends(gateway)):
     kind, payload = await read_upload(request, request.app.state.settings.max_body_bytes)

@@ -46,28 +46,43 @@ def check_contract(served: Served, inputs: dict[str, np.ndarray], max_batch: int
             raise InvalidInput(f"input '{name}' contains NaN or infinity")
 
 
-async def run(served: Served, inputs: dict[str, np.ndarray], timings: Timings) -> dict[str, np.ndarray]:
-    submitted = time.perf_counter_ns()
-
-    def work():
+async def run(served: Served, inputs: dict[str, np.ndarray], timings: Timings, inline_ns: float) -> dict[str, np.ndarray]:
+    """Inline on the event loop when the call is known to be cheap and nothing of this version is running on its
+    executor (so the adapter is never entered twice at once); otherwise on the version's own executor thread."""
+    rows = next(iter(inputs.values())).shape[0]
+    estimate = served.cost.estimate(rows)
+    if served.pending == 0 and estimate is not None and estimate <= inline_ns:
         started = time.perf_counter_ns()
         outputs = served.runtime.predict(inputs)
-        return outputs, started, time.perf_counter_ns()
+        finished = time.perf_counter_ns()
+        timings.queue_ns = 0
+    else:
+        submitted = time.perf_counter_ns()
 
-    loop = asyncio.get_running_loop()
-    outputs, started, finished = await loop.run_in_executor(served.executor, work)
-    timings.queue_ns = started - submitted
+        def work():
+            began = time.perf_counter_ns()
+            result = served.runtime.predict(inputs)
+            return result, began, time.perf_counter_ns()
+
+        served.pending += 1
+        try:
+            outputs, started, finished = await asyncio.get_running_loop().run_in_executor(served.executor, work)
+        finally:
+            served.pending -= 1
+        timings.queue_ns = started - submitted
     timings.infer_ns = finished - started
+    served.cost.observe(rows, timings.infer_ns)
     return outputs
 
 
 class Gateway:
     """What routers get from the app: the registry, the limits and the instruments."""
 
-    def __init__(self, registry: ModelRegistry, metrics: Metrics, max_batch: int):
+    def __init__(self, registry: ModelRegistry, metrics: Metrics, max_batch: int, inline_ms: float = 0.0):
         self.registry = registry
         self.metrics = metrics
         self.max_batch = max_batch
+        self.inline_ns = inline_ms * 1e6
 
     async def handle(self, protocol: str, name: str, version: str | None,
                      decode: Callable[[Served], dict[str, np.ndarray]],
@@ -82,7 +97,7 @@ class Gateway:
             inputs = decode(served)
             check_contract(served, inputs, self.max_batch)
             timings.decode_ns = time.perf_counter_ns() - start
-            outputs = await run(served, inputs, timings)
+            outputs = await run(served, inputs, timings, self.inline_ns)
             encode_start = time.perf_counter_ns()
             response = encode(served, outputs)
             timings.encode_ns = time.perf_counter_ns() - encode_start
@@ -112,8 +127,7 @@ class Gateway:
     def _record(self, served: Served | None, protocol: str, status: str, start: int, t: Timings, batch: int = 0) -> None:
         total = time.perf_counter_ns() - start
         model = served.name if served else "unknown"
-        version = str(served.version) if served else ""
-        self.metrics.requests.labels(model, version, protocol, status).inc()
+        self.metrics.child(self.metrics.requests, model, str(served.version) if served else "", protocol, status).inc()
         if served is None:
             return
         stats = served.stats
@@ -127,5 +141,5 @@ class Gateway:
             stats.execution_count += 1
             stats.last_inference_ms = int(time.time() * 1000)
             for phase, ns in (("queue", t.queue_ns), ("decode", t.decode_ns), ("inference", t.infer_ns), ("encode", t.encode_ns)):
-                self.metrics.phase.labels(model, protocol, phase).observe(ns / 1e9)
-            self.metrics.latency.labels(model, protocol).observe(total / 1e9)
+                self.metrics.child(self.metrics.phase, model, protocol, phase).observe(ns / 1e9)
+            self.metrics.child(self.metrics.latency, model, protocol).observe(total / 1e9)

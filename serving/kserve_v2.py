@@ -30,6 +30,7 @@ EXTENSIONS = ["binary_tensor_data", "classification", "statistics", "model_repos
 MEDIA = ("application/json", "application/octet-stream", "application/vnd.kserve+json")
 
 router = APIRouter(tags=["KServe V2 / Open Inference Protocol"])
+inference = APIRouter(tags=["KServe V2 / Open Inference Protocol"])  # the hot routes, mounted before everything else
 
 
 # Typed models: what /docs shows. The infer route parses with orjson (binary bodies are not JSON).
@@ -80,7 +81,7 @@ class ServerMetadata(BaseModel):
     extensions: list[str]
 
 
-def gateway(request: Request) -> Gateway:
+async def gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
@@ -337,9 +338,9 @@ async def model_stats(name: str, version: str | None = None, gw: Gateway = Depen
     return {"model_stats": [_stat(entry) for entry in entries]}
 
 
-@router.post("/v2/models/{name}/infer", summary="Inference (JSON or binary tensor data)",
+@inference.post("/v2/models/{name}/infer", summary="Inference (JSON or binary tensor data)",
              responses={200: {"model": InferenceResponse}}, openapi_extra=openapi_body(InferenceRequest))
-@router.post("/v2/models/{name}/versions/{version}/infer", summary="Inference on one version",
+@inference.post("/v2/models/{name}/versions/{version}/infer", summary="Inference on one version",
              responses={200: {"model": InferenceResponse}}, openapi_extra=openapi_body(InferenceRequest))
 async def infer(request: Request, name: str, version: str | None = None, gw: Gateway = Depends(gateway)):
     require_media(request, MEDIA)

@@ -25,5 +25,14 @@ class Metrics:
                                  ("model", "protocol"), buckets=BUCKETS, registry=self.registry)
         self.models = Gauge("crossdeploy_models_loaded", "Served model versions by state", ("state",), registry=self.registry)
         self.in_flight = Gauge("crossdeploy_requests_in_flight", "Requests being handled now", registry=self.registry)
+        self._children: dict[tuple, object] = {}
         self.rejected = Counter("crossdeploy_requests_rejected", "Requests refused before decoding, by reason",
                                 ("reason",), registry=self.registry)
+
+    def child(self, metric, *labels: str):
+        """metric.labels(*labels), cached: labels() takes a lock and builds a key on every call."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found

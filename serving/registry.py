@@ -1,9 +1,10 @@
 """The served models: every variant and every version the repository holds, loaded through the runtime
 adapters. A variant that fails to load is kept as UNAVAILABLE with its reason and never stops the others.
 
-Concurrency: each served version owns a one-thread executor. Inference never runs on the event loop, a slow
-variant only queues its own requests, and adapters that are not thread-safe (LiteRT, ExecuTorch) are only
-ever entered by one thread.
+Concurrency: each served version owns a one-thread executor, so a slow variant only queues its own requests
+and adapters that are not thread-safe (LiteRT, ExecuTorch) are only ever entered by one thread at a time.
+A call whose estimated cost is below the inline budget runs on the event loop instead, when that version's
+executor is idle: a thread hop costs more than a sub-millisecond inference (see serving/core.py).
 """
 
 from __future__ import annotations
@@ -43,6 +44,21 @@ class Stats:
 
 
 @dataclass
+class Cost:
+    """A moving estimate of this version's inference time per row, which decides inline vs executor."""
+
+    ns_per_row: float | None = None
+    alpha: float = 0.2
+
+    def observe(self, rows: int, ns: int) -> None:
+        value = ns / max(rows, 1)
+        self.ns_per_row = value if self.ns_per_row is None else (1 - self.alpha) * self.ns_per_row + self.alpha * value
+
+    def estimate(self, rows: int) -> float | None:
+        return None if self.ns_per_row is None else self.ns_per_row * rows
+
+
+@dataclass
 class Served:
     name: str
     version: int
@@ -53,6 +69,8 @@ class Served:
     load_seconds: float = 0.0
     stats: Stats = field(default_factory=Stats)
     executor: ThreadPoolExecutor | None = None
+    cost: Cost = field(default_factory=Cost)
+    pending: int = 0  # calls submitted to the executor and not finished (counted on the event loop)
 
     @property
     def ready(self) -> bool:

@@ -18,6 +18,7 @@ from .registry import Served
 
 SIGNATURE = "serving_default"
 router = APIRouter(tags=["TF Serving REST"])
+inference = APIRouter(tags=["TF Serving REST"])  # the hot routes, mounted before everything else
 
 
 class PredictRequest(BaseModel):
@@ -112,8 +113,8 @@ def encode_predict(outputs: dict[str, np.ndarray], kind: str) -> dict:
     return {"outputs": next(iter(outputs.values())) if len(outputs) == 1 else outputs}
 
 
-@router.post("/v1/models/{name}:predict", summary="Predict (row or columnar format)", openapi_extra=openapi_body(PredictRequest))
-@router.post("/v1/models/{name}/versions/{version}:predict", summary="Predict on one version",
+@inference.post("/v1/models/{name}:predict", summary="Predict (row or columnar format)", openapi_extra=openapi_body(PredictRequest))
+@inference.post("/v1/models/{name}/versions/{version}:predict", summary="Predict on one version",
              openapi_extra=openapi_body(PredictRequest))
 async def predict(request: Request, name: str, version: str | None = None, gw: Gateway = Depends(gateway)):
     require_media(request, ("application/json",))

@@ -26,6 +26,7 @@ TOP_K = 5
 IMAGE_MEDIA = ("image/*", "application/octet-stream")
 MEDIA = ("application/json", "multipart/form-data", *IMAGE_MEDIA)
 router = APIRouter(tags=["TorchServe"])
+inference = APIRouter(tags=["TorchServe"])  # the hot routes, mounted before everything else
 
 
 class PredictionRequest(BaseModel):
@@ -94,9 +95,9 @@ async def ping(request: Request):
     return json_response({"status": "Healthy" if healthy else "Unhealthy"}, 200 if healthy else 503)
 
 
-@router.api_route("/predictions/{name}", methods=["POST", "PUT"], summary="Predict from an image or JSON",
+@inference.api_route("/predictions/{name}", methods=["POST", "PUT"], summary="Predict from an image or JSON",
                   openapi_extra=openapi_body(PredictionRequest))
-@router.api_route("/predictions/{name}/{version}", methods=["POST", "PUT"], summary="Predict on one version",
+@inference.api_route("/predictions/{name}/{version}", methods=["POST", "PUT"], summary="Predict on one version",
                   openapi_extra=openapi_body(PredictionRequest))
 async def predictions(request: Request, name: str, version: str | None = None, gw: Gateway = Depends(gateway)):
     kind, payload = await read_upload(request, request.app.state.settings.max_body_bytes)

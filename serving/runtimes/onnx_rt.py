@@ -15,6 +15,8 @@ class OnnxRuntime(Runtime):
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # Idle intra-op threads spin by default: on a 2-core server they steal the event loop's core.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.artifact), options, providers=["CPUExecutionProvider"])
         self._input_names = [i.name for i in self.session.get_inputs()]
 
