@@ -67,7 +67,7 @@ def pipeline(repository: Repository = S.repository, workdir: Workdir = S.workdir
 @app.command()
 def serve(host: Annotated[str, typer.Option(help="Address to bind (CROSSDEPLOY_HOST).")] = S.host,
           port: Annotated[int, typer.Option(min=1, max=65535, help="Port (CROSSDEPLOY_PORT).")] = S.port,
-          repository: Repository = S.repository, threads: Threads = S.threads,
+          repository: Repository = S.repository, threads: Threads = S.serve_threads,
           max_in_flight: Annotated[int, typer.Option(min=1, help="Requests in flight before 503.")] = S.max_in_flight,
           max_batch: Annotated[int, typer.Option(min=1, help="Largest batch per request.")] = S.max_batch,
           max_body_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body (413 above).")] = S.max_body_bytes,
@@ -76,7 +76,7 @@ def serve(host: Annotated[str, typer.Option(help="Address to bind (CROSSDEPLOY_H
     """Serve every variant of the repository: KServe V2, TF Serving REST, TorchServe, /v1/compare, /metrics."""
     from crossdeploy.serving.app import serve as run
 
-    run(S.model_copy(update=dict(host=host, port=port, repository=repository, threads=threads, max_in_flight=max_in_flight,
+    run(S.model_copy(update=dict(host=host, port=port, repository=repository, serve_threads=threads, max_in_flight=max_in_flight,
                                  max_batch=max_batch, max_body_bytes=max_body_bytes, inline_ms=inline_ms,
                                  access_log=access_log)))
 

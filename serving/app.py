@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None, repository: ModelRepository | N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        registry = ModelRegistry(repository, settings.threads)
+        registry = ModelRegistry(repository, settings.serve_threads)
         await run_in_threadpool(registry.load_all)
         gateway = Gateway(registry, metrics, settings.max_batch, settings.inline_ms)
         gateway.count_models()

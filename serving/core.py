@@ -47,8 +47,9 @@ def check_contract(served: Served, inputs: dict[str, np.ndarray], max_batch: int
 
 
 async def run(served: Served, inputs: dict[str, np.ndarray], timings: Timings, inline_ns: float) -> dict[str, np.ndarray]:
-    """Inline on the event loop when the call is known to be cheap and nothing of this version is running on its
-    executor (so the adapter is never entered twice at once); otherwise on the version's own executor thread."""
+    """Inline on the event loop when the call is known to be cheaper than a thread hop's worth (`inline_ns`) and
+    nothing of this version runs on its executor (so an adapter is never entered twice at once); otherwise on the
+    version's own executor thread, so a slow variant queues only its own requests."""
     rows = next(iter(inputs.values())).shape[0]
     estimate = served.cost.estimate(rows)
     if served.pending == 0 and estimate is not None and estimate <= inline_ns:
