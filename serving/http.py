@@ -8,7 +8,7 @@ import zlib
 import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crossdeploy.errors import (
@@ -141,12 +141,16 @@ def json_response(body: object, status: int = 200, headers: dict | None = None) 
 DOCUMENTED: dict[str, dict] = {}
 
 
-def openapi_body(model, media: tuple[str, ...] = ("application/json",)) -> dict:
+def openapi_body(model, media: tuple[str, ...] = ("application/json",), path: tuple[str, ...] = ()) -> dict:
+    """OpenAPI for a hot route that parses its own body and reads its own path parameters (`request.path_params`):
+    FastAPI's per-request parameter solving cost a quarter of such a request's time on the event loop."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     DOCUMENTED.update(schema.pop("$defs", {}))
     DOCUMENTED[model.__name__] = schema
     ref = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {"requestBody": {"required": True, "content": {m: {"schema": ref} for m in media}}}
+    parameters = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in path]
+    return {"requestBody": {"required": True, "content": {m: {"schema": ref} for m in media}},
+            **({"parameters": parameters} if parameters else {})}
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:

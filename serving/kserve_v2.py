@@ -339,10 +339,12 @@ async def model_stats(name: str, version: str | None = None, gw: Gateway = Depen
 
 
 @inference.post("/v2/models/{name}/infer", summary="Inference (JSON or binary tensor data)",
-             responses={200: {"model": InferenceResponse}}, openapi_extra=openapi_body(InferenceRequest))
+                responses={200: {"model": InferenceResponse}}, openapi_extra=openapi_body(InferenceRequest, MEDIA, ("name",)))
 @inference.post("/v2/models/{name}/versions/{version}/infer", summary="Inference on one version",
-             responses={200: {"model": InferenceResponse}}, openapi_extra=openapi_body(InferenceRequest))
-async def infer(request: Request, name: str, version: str | None = None, gw: Gateway = Depends(gateway)):
+                responses={200: {"model": InferenceResponse}},
+                openapi_extra=openapi_body(InferenceRequest, MEDIA, ("name", "version")))
+async def infer(request: Request):
+    name, version, gw = request.path_params["name"], request.path_params.get("version"), request.app.state.gateway
     require_media(request, MEDIA)
     body = await read_body(request, request.app.state.settings.max_body_bytes)
     parsed: dict = {}

@@ -113,10 +113,12 @@ def encode_predict(outputs: dict[str, np.ndarray], kind: str) -> dict:
     return {"outputs": next(iter(outputs.values())) if len(outputs) == 1 else outputs}
 
 
-@inference.post("/v1/models/{name}:predict", summary="Predict (row or columnar format)", openapi_extra=openapi_body(PredictRequest))
+@inference.post("/v1/models/{name}:predict", summary="Predict (row or columnar format)",
+                openapi_extra=openapi_body(PredictRequest, path=("name",)))
 @inference.post("/v1/models/{name}/versions/{version}:predict", summary="Predict on one version",
-             openapi_extra=openapi_body(PredictRequest))
-async def predict(request: Request, name: str, version: str | None = None, gw: Gateway = Depends(gateway)):
+                openapi_extra=openapi_body(PredictRequest, path=("name", "version")))
+async def predict(request: Request):
+    name, version, gw = request.path_params["name"], request.path_params.get("version"), request.app.state.gateway
     require_media(request, ("application/json",))
     body = await read_body(request, request.app.state.settings.max_body_bytes)
     kind = {}

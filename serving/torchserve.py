@@ -96,10 +96,11 @@ async def ping(request: Request):
 
 
 @inference.api_route("/predictions/{name}", methods=["POST", "PUT"], summary="Predict from an image or JSON",
-                  openapi_extra=openapi_body(PredictionRequest))
+                     openapi_extra=openapi_body(PredictionRequest, path=("name",)))
 @inference.api_route("/predictions/{name}/{version}", methods=["POST", "PUT"], summary="Predict on one version",
-                  openapi_extra=openapi_body(PredictionRequest))
-async def predictions(request: Request, name: str, version: str | None = None, gw: Gateway = Depends(gateway)):
+                     openapi_extra=openapi_body(PredictionRequest, path=("name", "version")))
+async def predictions(request: Request):
+    name, version, gw = request.path_params["name"], request.path_params.get("version"), request.app.state.gateway
     kind, payload = await read_upload(request, request.app.state.settings.max_body_bytes)
 
     def encode(served: Served, outputs: dict[str, np.ndarray]):

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 from PIL import Image
-from tritonclient.utils import InferenceServerException
 
 from crossdeploy.models.data import load_split
 
