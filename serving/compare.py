@@ -12,14 +12,14 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from crossdeploy.errors import CrossdeployError, InvalidInput
 
 from .core import Gateway, Timings
 from .http import json_response, openapi_body, parse_json
-from .kserve_v2 import decode_inputs, decode_response, encode_response, gateway, json_tensor
+from .kserve_v2 import decode_inputs, decode_response, encode_response, json_tensor
 from .registry import Served
 from .tfserving import decode_predict
 from .torchserve import read_upload, softmax, with_batch
@@ -84,7 +84,8 @@ def _within(config, diff_abs: np.ndarray, reference: np.ndarray) -> bool | None:
 
 @inference.post("/v1/compare", summary="One input through every variant, side by side",
              openapi_extra=openapi_body(CompareRequest))
-async def compare(request: Request, gw: Gateway = Depends(gateway)):
+async def compare(request: Request):
+    gw: Gateway = request.app.state.gateway
     kind, payload = await read_upload(request, request.app.state.settings.max_body_bytes)
     wanted = request.query_params.get("variants")
     names = [n for n in wanted.split(",") if n] if wanted else None
