@@ -12,7 +12,7 @@ PORT ?= 8000
 BUILT := $(REPOSITORY)/.built
 SOURCES := $(shell find models export crossdeploy -name '*.py' 2>/dev/null) constraints.txt
 
-.PHONY: install pipeline up serve bench-gateway test clean
+.PHONY: install pipeline up serve bench bench-quick bench-gateway test clean
 
 install: $(STAMP)
 
@@ -40,6 +40,13 @@ up: $(BUILT)
 
 serve: install
 	$(BIN)/crossdeploy serve --host $(HOST) --port $(PORT) --repository $(REPOSITORY)
+
+# The latency comparison (issue 5): in-process, cold start, through the gateway; build/reports/bench/latest/.
+bench: $(BUILT)
+	$(BIN)/crossdeploy bench --repository $(REPOSITORY)
+
+bench-quick: $(BUILT)
+	$(BIN)/crossdeploy bench --quick --repository $(REPOSITORY)
 
 # The gateway against a minimal FastAPI+onnxruntime endpoint, with wrk (see bench/gateway_floor.py).
 bench-gateway: $(BUILT)

@@ -1,4 +1,4 @@
-"""`crossdeploy train | export | parity | pipeline | serve`: each parses and calls one library function."""
+"""`crossdeploy train | export | parity | pipeline | serve | bench`: each parses and calls one library function."""
 
 from __future__ import annotations
 
@@ -79,6 +79,21 @@ def serve(host: Annotated[str, typer.Option(help="Address to bind (CROSSDEPLOY_H
     run(S.model_copy(update=dict(host=host, port=port, repository=repository, serve_threads=threads, max_in_flight=max_in_flight,
                                  max_batch=max_batch, max_body_bytes=max_body_bytes, inline_ms=inline_ms,
                                  access_log=access_log)))
+
+
+@app.command()
+def bench(repository: Repository = S.repository,
+          out: Annotated[Path, typer.Option(help="Results root; each run writes a timestamped folder and `latest`.")] = Path("build/reports/bench"),
+          quick: Annotated[bool, typer.Option(help="A smoke run of about a minute (4 variants, 1 repeat, short windows).")] = False,
+          variants: Annotated[Optional[str], typer.Option(help="Comma-separated variants (default: all; --quick: 4).")] = None,
+          protocols: Annotated[Optional[str], typer.Option(help="Comma-separated: v2-json,v2-binary,tfserving,torchserve.")] = None,
+          repeats: Annotated[Optional[int], typer.Option(min=1, help="Runs per scenario (default 3; --quick 1).")] = None,
+          url: Annotated[Optional[str], typer.Option(help="Measure this server instead of starting the gateway (no in-process part).")] = None):
+    """The latency comparison: in-process, cold start, and through the gateway; JSON, Markdown and PNGs."""
+    from crossdeploy.bench.run import run_bench
+
+    split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
+    run_bench(repository, out, quick=quick, variants=split(variants), protocols=split(protocols), repeats=repeats, url=url)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,126 @@
+"""Latency through a server, per variant and protocol: a closed-loop concurrency sweep and an open-loop
+request-rate mode, with the server's own breakdown (queue, decode, inference, encode) read from /metrics.
+
+Works against any server that speaks one of the four protocols (`--url`): a real Triton, TF Serving,
+TorchServe, MLServer or KServe with a model of the same contract. The breakdown needs crossdeploy's metric
+names and is left out for servers that do not expose them.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from typing import Callable
+
+import numpy as np
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+from .loadgen import LoadGenerator, Target, encode_request
+from .stats import Window, measure_stable, merge
+
+PROTOCOLS = ("v2-json", "v2-binary", "tfserving", "torchserve")
+METRIC_PROTOCOL = {"v2-json": "v2", "v2-binary": "v2", "tfserving": "tfserving", "torchserve": "torchserve"}
+PHASES = ("queue", "decode", "inference", "encode")
+
+
+def request_for(base: str, protocol: str, variant: str, x: np.ndarray) -> tuple[Target, bytes]:
+    """The pre-encoded HTTP request each protocol's client would send for the batch `x` ([N, 8, 8])."""
+    json_headers = {"Content-Type": "application/json"}
+    if protocol == "v2-json":
+        target = Target.parse(f"{base}/v2/models/{variant}/infer")
+        body = {"inputs": [{"name": "image", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]}
+        return target, encode_request(target, json.dumps(body).encode(), json_headers)
+    if protocol == "v2-binary":
+        target = Target.parse(f"{base}/v2/models/{variant}/infer")
+        header = json.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": list(x.shape),
+                                         "parameters": {"binary_data_size": x.nbytes}}],
+                             "parameters": {"binary_data_output": True}}).encode()
+        return target, encode_request(target, header + x.tobytes(), {"Content-Type": "application/octet-stream",
+                                                                     "Inference-Header-Content-Length": str(len(header))})
+    if protocol == "tfserving":
+        target = Target.parse(f"{base}/v1/models/{variant}:predict")
+        return target, encode_request(target, json.dumps({"instances": x.tolist()}).encode(), json_headers)
+    if protocol == "torchserve":
+        target = Target.parse(f"{base}/predictions/{variant}")
+        data = x[0].tolist() if len(x) == 1 else x.tolist()
+        return target, encode_request(target, json.dumps({"data": data}).encode(), json_headers)
+    raise ValueError(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
+
+
+def scrape(base: str) -> dict[tuple[str, str, str], tuple[float, float]] | None:
+    """(model, protocol, phase) -> (sum seconds, count) of crossdeploy's phase histogram; None when the server
+    has no /metrics (another server's metrics simply hold none of these keys)."""
+    try:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    found: dict[tuple[str, str, str], list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "crossdeploy_request_phase_seconds":
+            continue
+        for sample in family.samples:
+            key = (sample.labels.get("model"), sample.labels.get("protocol"), sample.labels.get("phase"))
+            slot = found.setdefault(key, [0.0, 0.0])
+            if sample.name.endswith("_sum"):
+                slot[0] = sample.value
+            elif sample.name.endswith("_count"):
+                slot[1] = sample.value
+    return {k: (v[0], v[1]) for k, v in found.items()}
+
+
+def breakdown(before, after, model: str, protocol: str) -> dict[str, float] | None:
+    if before is None or after is None:
+        return None
+    out = {}
+    for phase in PHASES:
+        key = (model, METRIC_PROTOCOL[protocol], phase)
+        s0, c0 = before.get(key, (0.0, 0.0))
+        s1, c1 = after.get(key, (0.0, 0.0))
+        if c1 <= c0:
+            return None
+        out[phase] = (s1 - s0) / (c1 - c0) * 1e3
+    return out
+
+
+class Sweep:
+    """Runs gateway scenarios with one load generator; records the client's CPU share for the starvation check."""
+
+    def __init__(self, base: str, server_pid: int | None, window_s: float, max_windows: int):
+        self.base, self.window_s, self.max_windows = base, window_s, max_windows
+        self.server = psutil.Process(server_pid) if server_pid else None
+        self.generator = LoadGenerator()
+        self.client_cpu_share: list[float] = []
+        self.metrics = scrape(base) is not None
+
+    def close(self) -> None:
+        self.generator.close()
+
+    def _window(self, variant: str, protocol: str, rows: int, fire: Callable[[], tuple[Window, float]]) -> Window:
+        before = scrape(self.base) if self.metrics else None
+        cpu0 = self.server.cpu_times() if self.server else None
+        window, client_cpu = fire()
+        if self.server:
+            cpu1 = self.server.cpu_times()
+            window.cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+        self.client_cpu_share.append(client_cpu / window.elapsed_s if window.elapsed_s else 0.0)
+        window.server_ms = breakdown(before, scrape(self.base) if self.metrics else None, variant, protocol)
+        return window
+
+    def measure(self, variant: str, protocol: str, x: np.ndarray, *, concurrency: int | None = None,
+                rate: float | None = None):
+        target, request = request_for(self.base, protocol, variant, x)
+        rows = len(x)
+        if concurrency is not None:
+            fire = lambda: self.generator.closed_loop(target, request, concurrency, self.window_s, rows)  # noqa: E731
+        else:
+            fire = lambda: self.generator.open_loop(target, request, rate, self.window_s, rows)  # noqa: E731
+        windows, stable = measure_stable(lambda: self._window(variant, protocol, rows, fire), max_windows=self.max_windows)
+        return merge(windows, stable, rows)
+
+    def warm(self, variant: str, protocol: str, x: np.ndarray) -> int:
+        """A few requests before measuring; returns how many failed (a protocol the target does not speak)."""
+        target, request = request_for(self.base, protocol, variant, x)
+        window, _ = self.generator.closed_loop(target, request, 1, 0.1, len(x))
+        return window.errors

@@ -1,0 +1,116 @@
+"""The latency report's schema: one pydantic model tree, written as results.json (and results.schema.json beside
+it, so any run can be validated). Times are milliseconds unless a name says otherwise."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Kind = Literal["inprocess", "gateway"]
+
+
+class Percentiles(BaseModel):
+    count: int
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    min: float
+    max: float
+
+
+class Run(BaseModel):
+    """One repeat of one scenario: its windows merged once they were stable (or the cap was hit)."""
+
+    latency: Percentiles  # per request (in-process: per call)
+    throughput: float  # samples (rows) per second
+    requests_per_s: float
+    cpu_ms_per_inference: float | None = None  # process CPU time per call (in-process) or server CPU per request
+    windows: int
+    stable: bool
+    window_p50s: list[float] = []
+    errors: int = 0
+    cdf: list[tuple[float, float]] = []  # (latency ms, fraction <= it), at most ~100 points
+    server_ms: dict[str, float] | None = None  # mean server-side ms per request: queue, decode, inference, encode
+
+
+class Spread(BaseModel):
+    """A figure across the repeats: its median and range; `relative` = (max - min) / median."""
+
+    median: float
+    min: float
+    max: float
+    relative: float
+
+
+class Scenario(BaseModel):
+    kind: Kind
+    variant: str
+    layer: str  # in-process: "adapter" | "bare"; gateway: "v2-json" | "v2-binary" | "tfserving" | "torchserve"
+    batch: int
+    threads: int | None = None  # in-process intra-op threads
+    concurrency: int | None = None  # gateway, closed loop
+    mode: Literal["closed", "open"] | None = None
+    rate: float | None = None  # open loop: requests per second offered
+    target: str = "crossdeploy"  # or the --url of another server
+    runs: list[Run]
+    p50: Spread
+    p99: Spread
+    throughput: Spread
+    stable: bool  # every run stable
+
+    def key(self) -> str:
+        parts = [self.kind, self.variant, self.layer, f"b{self.batch}"]
+        if self.threads:
+            parts.append(f"t{self.threads}")
+        if self.mode == "closed":
+            parts.append(f"c{self.concurrency}")
+        if self.mode == "open":
+            parts.append(f"r{self.rate:g}")
+        return "/".join(parts)
+
+
+class ColdStart(BaseModel):
+    variant: str
+    format: str
+    load_s: float
+    first_inference_ms: float
+    artifact_bytes: int
+    rss_added_mb: float
+
+
+class Verdict(BaseModel):
+    """The fastest pathway of one scenario group, by median p50, and whether its lead beats the noise."""
+
+    group: str  # e.g. "in-process, batch 1, 1 thread" or "gateway v2-binary, batch 1, C=4"
+    winner: str
+    runner_up: str | None
+    winner_p50: float
+    runner_up_p50: float | None
+    margin: float | None  # (runner_up - winner) / runner_up
+    tie: bool  # the difference is within the larger of the two spreads
+    tied_with: list[str] = []
+
+
+class Machine(BaseModel):
+    platform: str
+    processor: str
+    cores: int
+    memory_gb: float
+    python: str
+
+
+class BenchReport(BaseModel):
+    created: datetime
+    duration_s: float
+    quick: bool
+    machine: Machine
+    versions: dict[str, str]  # every package that touches inference
+    git_revision: str
+    settings: dict
+    scenarios: list[Scenario] = []
+    coldstart: list[ColdStart] = []
+    verdicts: list[Verdict] = []
+    notes: list[str] = Field(default_factory=list)  # how the load generator was checked, flagged scenarios, …
