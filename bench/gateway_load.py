@@ -97,27 +97,33 @@ class Sweep:
     def close(self) -> None:
         self.generator.close()
 
-    def _window(self, variant: str, protocol: str, rows: int, fire: Callable[[], tuple[Window, float]]) -> Window:
-        before = scrape(self.base) if self.metrics else None
-        cpu0 = self.server.cpu_times() if self.server else None
+    def _window(self, fire: Callable[[], tuple[Window, float]], seen: list[Window]) -> Window:
         window, client_cpu = fire()
-        if self.server:
-            cpu1 = self.server.cpu_times()
-            window.cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
         self.client_cpu_share.append(client_cpu / window.elapsed_s if window.elapsed_s else 0.0)
-        window.server_ms = breakdown(before, scrape(self.base) if self.metrics else None, variant, protocol)
+        seen.append(window)
         return window
 
     def measure(self, variant: str, protocol: str, x: np.ndarray, *, concurrency: int | None = None,
                 rate: float | None = None):
+        """One repeat: windows until stable. The server's breakdown and CPU are read once around all of them
+        (a /metrics scrape per window would cost more than a short window)."""
         target, request = request_for(self.base, protocol, variant, x)
         rows = len(x)
         if concurrency is not None:
             fire = lambda: self.generator.closed_loop(target, request, concurrency, self.window_s, rows)  # noqa: E731
         else:
             fire = lambda: self.generator.open_loop(target, request, rate, self.window_s, rows)  # noqa: E731
-        windows, stable = measure_stable(lambda: self._window(variant, protocol, rows, fire), max_windows=self.max_windows)
-        return merge(windows, stable, rows)
+        seen: list[Window] = []
+        before = scrape(self.base) if self.metrics else None
+        cpu0 = self.server.cpu_times() if self.server else None
+        windows, stable = measure_stable(lambda: self._window(fire, seen), max_windows=self.max_windows)
+        run = merge(windows, stable, rows)
+        requests = sum(len(w.latencies_ms) for w in seen)
+        if self.server and requests:
+            cpu1 = self.server.cpu_times()
+            run.cpu_ms_per_inference = ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) * 1e3 / requests
+        run.server_ms = breakdown(before, scrape(self.base) if self.metrics else None, variant, protocol)
+        return run
 
     def warm(self, variant: str, protocol: str, x: np.ndarray) -> int:
         """A few requests before measuring; returns how many failed (a protocol the target does not speak)."""

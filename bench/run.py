@@ -48,8 +48,8 @@ class Plan:
     rates: tuple[float, ...] = (500.0, 2000.0)
     open_protocols: tuple[str, ...] = ("v2-binary",)
     repeats: int = 3
-    window_s: float = 0.25
-    gateway_window_s: float = 0.3
+    window_s: float = 0.2
+    gateway_window_s: float = 0.25
     max_windows: int = 10
     coldstart: bool = True
     quick: bool = False
