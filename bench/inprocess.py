@@ -81,6 +81,10 @@ def _call(runtime, feed: dict[str, np.ndarray], layer: str):
     if layer == "adapter":
         return lambda: runtime.predict(feed)
     arrays = runtime._validate(feed)
+    cap, rows = runtime.config.max_batch, len(next(iter(arrays.values())))
+    if cap and rows > cap:  # a format with a fixed batch cap (ExecuTorch/XNNPACK): the bare call takes chunks
+        chunks = [{k: v[i : i + cap] for k, v in arrays.items()} for i in range(0, rows, cap)]
+        return lambda: [runtime._run(chunk) for chunk in chunks]
     return lambda: runtime._run(arrays)
 
 

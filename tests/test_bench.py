@@ -1,0 +1,152 @@
+"""The latency comparison: its statistics on synthetic series with known answers, its load generator against a
+server that stalls (coordinated omission), and a quick run that writes a report valid against its schema."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crossdeploy.bench.loadgen import LoadGenerator, Target, encode_request
+from crossdeploy.bench.results import BenchReport
+from crossdeploy.bench.stats import Window, agree, judge, measure_stable, merge, percentiles, spread
+
+from .live import free_port
+
+
+def test_percentiles_of_a_known_series():
+    p = percentiles(np.arange(1, 101))
+    assert (p.count, p.p50, p.p90, p.p99, p.mean, p.min, p.max) == (100, 50.5, pytest.approx(90.1), pytest.approx(99.01), 50.5, 1, 100)
+    with pytest.raises(ValueError):
+        percentiles([])
+
+
+def test_windows_agree_within_ten_percent_of_their_mean():
+    assert agree([100, 105, 95]) and not agree([100, 120, 100]) and not agree([0, 0, 0]) and not agree([1, np.nan, 1])
+
+
+def _windows(p50s):
+    calls = iter(p50s)
+
+    def window():
+        value = next(calls)
+        return Window(np.full(50, value), elapsed_s=1.0, rows=50)
+    return window
+
+
+def test_measurement_stops_at_three_agreeing_windows():
+    windows, stable = measure_stable(_windows([10, 20, 10, 10.5, 10.2, 99]), max_windows=10)
+    assert stable and [w.p50 for w in windows] == [10, 10.5, 10.2]
+
+
+def test_a_series_that_never_settles_is_flagged_not_reported_stable():
+    windows, stable = measure_stable(_windows([10, 20] * 10), max_windows=6)
+    assert not stable and len(windows) == 3
+    run = merge(windows, stable, batch=4)
+    assert not run.stable and run.windows == 3 and run.throughput == pytest.approx(4 * 150 / 3.0)
+
+
+def test_spread_and_the_tie_rule():
+    s = spread([1.0, 2.0, 3.0])
+    assert (s.median, s.min, s.max, s.relative) == (2.0, 1.0, 3.0, 1.0)
+    a, b, c = spread([9.5, 10.0, 10.5]), spread([10.3, 10.8, 11.3]), spread([14.9, 15.0, 15.1])
+    tie = judge("g", {"b": b, "a": a})
+    assert tie.winner == "a" and tie.tie and tie.tied_with == ["b"]  # 0.8 apart, within a range of 1.0
+    win = judge("g", {"a": a, "c": c})
+    assert win.winner == "a" and not win.tie and win.margin == pytest.approx(5 / 15)
+    alone = judge("g", {"a": a})
+    assert alone.runner_up is None and not alone.tie
+
+
+class StallingServer:
+    """A raw HTTP/1.1 server answering at once, except one request that it holds for `stall` seconds."""
+
+    def __init__(self, stall: float, at: int):
+        self.stall, self.at, self.seen = stall, at, 0
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+
+    async def handle(self, reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                self.seen += 1
+                if self.seen == self.at:
+                    await asyncio.sleep(self.stall)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    def __enter__(self):
+        async def serve():
+            self.server = await asyncio.start_server(self.handle, "127.0.0.1", self.port)
+            self.ready.set()
+        threading.Thread(target=lambda: (self.loop.run_until_complete(serve()), self.loop.run_forever()), daemon=True).start()
+        self.ready.wait(10)
+        return self
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def test_open_loop_counts_the_requests_a_stall_delayed_closed_loop_hides_them():
+    generator = LoadGenerator()
+    try:
+        with StallingServer(stall=0.3, at=50) as server:
+            target = Target("127.0.0.1", server.port, "/x")
+            request = encode_request(target, b"{}", {})
+            closed, _ = generator.closed_loop(target, request, 1, 1.0, rows=1)
+        with StallingServer(stall=0.3, at=50) as server:
+            target = Target("127.0.0.1", server.port, "/x")
+            opened, _ = generator.open_loop(target, encode_request(target, b"{}", {}), rate=200, seconds=1.0, rows=1,
+                                            max_connections=1)
+    finally:
+        generator.close()
+    # closed loop: the client waited with the server, so only the one stalled request looks slow
+    assert (closed.latencies_ms > 200).sum() == 1
+    # open loop at 200/s: every request due during the 300 ms stall waited for it (~60 of them), measured from when it was due
+    assert (opened.latencies_ms > 100).sum() >= 30 and opened.errors == 0
+    assert np.percentile(opened.latencies_ms, 90) > 50 > np.percentile(closed.latencies_ms, 90)
+
+
+@pytest.mark.slow
+def test_a_quick_run_writes_a_report_valid_against_its_schema(repository, tmp_path):
+    from crossdeploy.bench.run import run_bench
+
+    folder = run_bench(repository.root, tmp_path / "bench", quick=True, variants=["torch-onnx", "keras-tflite"],
+                       protocols=["v2-json", "v2-binary", "tfserving", "torchserve"])
+    report = BenchReport.model_validate_json((folder / "results.json").read_text())
+    schema = json.loads((folder / "results.schema.json").read_text())
+    assert schema == BenchReport.model_json_schema()
+    kinds = {(s.kind, s.layer) for s in report.scenarios}
+    assert {("inprocess", "adapter"), ("inprocess", "bare"), ("gateway", "v2-json"), ("gateway", "v2-binary"),
+            ("gateway", "tfserving"), ("gateway", "torchserve")} <= kinds
+    assert any(s.mode == "open" for s in report.scenarios) and {c.variant for c in report.coldstart} == {"torch-onnx", "keras-tflite"}
+    gateway = [s for s in report.scenarios if s.kind == "gateway"]
+    assert all(s.runs[0].errors == 0 and s.runs[0].latency.count > 0 for s in gateway)
+    assert all(set(s.runs[0].server_ms) == {"queue", "decode", "inference", "encode"} for s in gateway)
+    assert report.verdicts and report.versions["onnxruntime"] and report.machine.cores >= 1
+    for png in ("latency_cdf.png", "throughput_vs_concurrency.png", "pathways.png", "breakdown.png"):
+        path = folder / png
+        assert path.stat().st_size > 10_000, png
+        with Image.open(path) as image:
+            assert image.size[0] > 300 and image.size[1] > 200
+    assert (tmp_path / "bench" / "latest").resolve() == folder.resolve()
+
+
+def test_bench_cli_refuses_an_unknown_variant_in_one_line(tmp_path):
+    (tmp_path / "repo" / "torch-onnx").mkdir(parents=True)
+    result = subprocess.run([sys.executable, "-m", "crossdeploy.cli", "bench", "--repository", str(tmp_path / "repo"),
+                             "--variants", "nope", "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == "crossdeploy: error: --variants: not in the repository: nope (known: torch-onnx)"
