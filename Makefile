@@ -12,7 +12,10 @@ PORT ?= 8000
 BUILT := $(REPOSITORY)/.built
 SOURCES := $(shell find models export crossdeploy -name '*.py' 2>/dev/null) constraints.txt
 
-.PHONY: install pipeline up serve bench bench-quick bench-gateway test clean
+WEB := serving/static/vendor/.built
+ORT_WEB := ort.wasm.min.mjs ort-wasm-simd-threaded.wasm ort-wasm-simd-threaded.mjs
+
+.PHONY: install web pipeline up serve bench bench-quick bench-gateway test clean
 
 install: $(STAMP)
 
@@ -26,6 +29,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt --no-deps onnx2torch
 	touch $(STAMP)
 
+# The page's one dependency, onnxruntime-web, from the npm registry through package-lock.json; the files the page
+# loads are copied next to it, so nothing is fetched from a CDN at run time.
+web: $(WEB)
+
+$(WEB): package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	mkdir -p serving/static/vendor
+	cp $(addprefix node_modules/onnxruntime-web/dist/,$(ORT_WEB)) serving/static/vendor/
+	touch $@
+
 pipeline: install
 	$(BIN)/crossdeploy pipeline --repository $(REPOSITORY)
 	touch $(BUILT)
@@ -35,10 +48,10 @@ $(BUILT): $(SOURCES) | $(STAMP)
 	$(MAKE) pipeline
 
 # The whole pathway: train, export, parity when the repository is missing or stale, then serve every variant.
-up: $(BUILT)
+up: $(BUILT) $(WEB)
 	$(BIN)/crossdeploy serve --host $(HOST) --port $(PORT) --repository $(REPOSITORY)
 
-serve: install
+serve: install $(WEB)
 	$(BIN)/crossdeploy serve --host $(HOST) --port $(PORT) --repository $(REPOSITORY)
 
 # The latency comparison (issue 5): in-process, cold start, through the gateway; build/reports/bench/latest/.
@@ -52,8 +65,8 @@ bench-quick: $(BUILT)
 bench-gateway: $(BUILT)
 	$(BIN)/python -m crossdeploy.bench.gateway_floor --repository $(REPOSITORY)
 
-test: install
+test: install $(WEB)
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf build model_repository .cache .pytest_cache
+	rm -rf build model_repository .cache .pytest_cache node_modules serving/static/vendor

@@ -21,7 +21,7 @@ from crossdeploy import __version__
 from crossdeploy.export.repository import ModelRepository
 from crossdeploy.settings import Settings
 
-from . import compare, kserve_v2, tfserving, torchserve
+from . import compare, kserve_v2, tfserving, torchserve, web
 from .core import Gateway
 from .http import DOCUMENTED, HANDLERS, InFlightLimit
 from .metrics import Metrics
@@ -100,8 +100,9 @@ def create_app(settings: Settings | None = None, repository: ModelRepository | N
     # Inference routes first: routes are tried in order and these are the ones called thousands of times.
     for module in (kserve_v2, tfserving, torchserve, compare):
         app.include_router(module.inference)
-    for module in (kserve_v2, tfserving, torchserve):
+    for module in (kserve_v2, tfserving, torchserve, web):
         app.include_router(module.router)
+    app.mount("/static", web.static_files(), name="static")
 
     @app.get("/metrics", tags=["Metrics"], summary="Prometheus metrics")
     async def prometheus():
