@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         app(args=argv, standalone_mode=False)
     except CrossdeployError as exc:
         print(f"crossdeploy: error: {exc}", file=sys.stderr)
-        return 1
+        return getattr(exc, "exit_code", 1)  # 2 for a model spec that cannot be used
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:

@@ -1,0 +1,103 @@
+"""Model specs (bring your own model): a valid spec loads and its model is checked on samples; every bad spec is
+refused with one line naming the field, as a SpecError (exit code 2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from crossdeploy.export.modelspec import SpecError, build_model, load_spec
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.linear(x.flatten(1))
+
+
+def tiny():
+    torch.manual_seed(0)
+    return Tiny()
+
+
+def samples():
+    rng = np.random.default_rng(0)
+    return rng.uniform(0, 16, (8, 8, 8)).astype(np.float32), rng.integers(0, 10, 8)
+
+
+SPEC = '''
+name = "tiny"
+framework = "pytorch"
+factory = "tests.test_modelspec:tiny"
+required = ["torch-onnx"]
+[[inputs]]
+name = "image"
+datatype = "FP32"
+shape = [-1, 8, 8]
+[[outputs]]
+name = "logits"
+datatype = "FP32"
+shape = [-1, 10]
+[samples]
+{samples}
+'''
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "spec.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_valid_spec_loads_with_file_samples_and_weights(tmp_path):
+    x, y = samples()
+    np.savez(tmp_path / "samples.npz", x=x, y=y)
+    torch.save(tiny().state_dict(), tmp_path / "w.pt")
+    loaded = load_spec(write(tmp_path, SPEC.format(samples='file = "samples.npz"').replace('required', 'weights = "w.pt"\nrequired')))
+    assert loaded.spec.name == "tiny" and loaded.weights == (tmp_path / "w.pt").resolve()
+    assert loaded.x["image"].shape == (8, 8, 8) and loaded.x["image"].dtype == np.float32 and list(loaded.y) == list(y)
+    assert isinstance(build_model(loaded), Tiny)
+
+
+def test_a_valid_spec_loads_with_a_loader(tmp_path):
+    loaded = load_spec(write(tmp_path, SPEC.format(samples='loader = "tests.test_modelspec:samples"')))
+    assert loaded.y is not None and loaded.spec.tolerance.atol == 1e-4
+
+
+BAD = [
+    ("not toml", "name = ", "not valid TOML"),
+    ("unknown field", SPEC.format(samples='loader = "tests.test_modelspec:samples"') + 'colour = "red"\n', "colour: Extra inputs"),
+    ("bad framework", SPEC.format(samples='loader = "tests.test_modelspec:samples"').replace('"pytorch"', '"jax"'), "framework: Input should be 'pytorch' or 'keras'"),
+    ("bad factory form", SPEC.format(samples='loader = "tests.test_modelspec:samples"').replace("tests.test_modelspec:tiny", "tiny"), "factory: must look like 'package.module:function'"),
+    ("factory not importable", SPEC.format(samples='loader = "tests.test_modelspec:samples"').replace("tests.test_modelspec:tiny", "nope.nothing:build"), "factory: cannot import 'nope.nothing'"),
+    ("factory missing", SPEC.format(samples='loader = "tests.test_modelspec:samples"').replace("test_modelspec:tiny", "test_modelspec:huge"), "factory: 'tests.test_modelspec' has no callable 'huge'"),
+    ("bad batch axis", SPEC.format(samples='loader = "tests.test_modelspec:samples"').replace("[-1, 8, 8]", "[0, 8, 8]"), "inputs.0.shape: the first (batch) axis"),
+    ("both sample sources", SPEC.format(samples='loader = "tests.test_modelspec:samples"\nfile = "x.npy"'), "samples: give exactly one of"),
+    ("missing samples file", SPEC.format(samples='file = "nope.npz"'), "samples.file:"),
+    ("samples of the wrong shape", SPEC.format(samples='file = "wrong.npy"'), "samples: input 'image' has shape [8, 64]"),
+    ("missing weights", SPEC.format(samples='loader = "tests.test_modelspec:samples"').replace('required', 'weights = "none.pt"\nrequired'), "weights:"),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_a_bad_spec_is_refused_in_one_line_naming_the_field(tmp_path, case):
+    _, text, words = case
+    np.save(tmp_path / "wrong.npy", np.zeros((8, 64), np.float32))
+    with pytest.raises(SpecError) as error:
+        load_spec(write(tmp_path, text))
+    message = str(error.value)
+    assert words in message and "\n" not in message and error.value.exit_code == 2
+
+
+def test_a_signature_that_does_not_match_the_model_is_refused_before_export(tmp_path):
+    wrong_out = SPEC.format(samples='loader = "tests.test_modelspec:samples"').replace("[-1, 10]", "[-1, 12]")
+    with pytest.raises(SpecError, match=r"outputs: 'logits' comes out as \[-1, 10\], the spec declares \[-1, 12\]"):
+        build_model(load_spec(write(tmp_path, wrong_out)))
+    np.save(tmp_path / "seven.npy", np.zeros((4, 7, 7), np.float32))
+    wrong_in = SPEC.format(samples='file = "seven.npy"').replace("[-1, 8, 8]", "[-1, 7, 7]")
+    with pytest.raises(SpecError, match=r"inputs: the model does not accept samples shaped \{'image': \[2, 7, 7\]\}"):
+        build_model(load_spec(write(tmp_path, wrong_in)))
