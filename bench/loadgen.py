@@ -105,10 +105,15 @@ class LoadGenerator:
                 except (OSError, asyncio.IncompleteReadError, ValueError):
                     errors += 1
                     connection.close()
-                    connection = await Connection.open(target)
+                    try:
+                        connection = await Connection.open(target)
+                    except OSError:
+                        await asyncio.sleep(0.01)
                     continue
-                latencies.append((time.perf_counter() - sent) * 1e3)
-                errors += status >= 400
+                if status < 400:  # a refusal (503, 4xx) is an error, never a fast latency
+                    latencies.append((time.perf_counter() - sent) * 1e3)
+                else:
+                    errors += 1
 
         await asyncio.gather(*(worker(c) for c in connections))
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
@@ -133,16 +138,25 @@ class LoadGenerator:
                 connection = idle.pop() if idle else None
                 if connection is None:
                     opened += 1
-            if connection is None:
-                connection = await Connection.open(target)
             try:
+                if connection is None:
+                    connection = await Connection.open(target)
                 status = await connection.roundtrip(request)
-                latencies.append((time.perf_counter() - due) * 1e3)  # from when it was due, not when it went out
-                errors += status >= 400
+                if status < 400:  # from when it was due, not when it went out; a refusal is an error
+                    latencies.append((time.perf_counter() - due) * 1e3)
+                else:
+                    errors += 1
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 errors += 1
-                connection.close()
-                connection = await Connection.open(target)
+                if connection is not None:
+                    connection.close()
+                try:
+                    connection = await Connection.open(target)
+                except OSError:
+                    async with available:
+                        opened -= 1
+                        available.notify()
+                    return
             async with available:
                 idle.append(connection)
                 available.notify()

@@ -102,12 +102,14 @@ def scenario(kind: str, runs: list[Run], **fields) -> Scenario:
 
 def _worker(args: list[str], progress: Progress, task, out: Path) -> list | dict:
     command = [sys.executable, "-m", "crossdeploy.bench.inprocess", *args, "--out", str(out)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:
-        if line.startswith("PROGRESS"):
-            _, step, total, *what = line.split()
-            progress.update(task, completed=int(step), total=int(total), description=" ".join(what))
-    stderr = process.stderr.read()
+    log = out.with_suffix(".log")  # a file, not a pipe: frameworks' warnings must never fill a pipe and block
+    with open(log, "w") as errors:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
+        for line in process.stdout:
+            if line.startswith("PROGRESS"):
+                _, step, total, *what = line.split()
+                progress.update(task, completed=int(step), total=int(total), description=" ".join(what))
+    stderr = log.read_text()
     if process.wait():
         raise CrossdeployError(f"in-process bench failed: {stderr.strip().splitlines()[-1] if stderr.strip() else process.returncode}")
     return json.loads(out.read_text())
@@ -168,9 +170,14 @@ def through_gateway(base: str, server_pid: int | None, plan: Plan, progress: Pro
     return scenarios, sweep
 
 
-def verdicts(scenarios: list[Scenario]):
+def verdicts(scenarios: list[Scenario], notes: list[str] | None = None):
+    """The fastest pathway per group. A scenario with refused requests is not comparable and is left out."""
     groups: dict[str, dict[str, object]] = {}
     for s in scenarios:
+        if any(r.errors for r in s.runs):
+            if notes is not None:
+                notes.append(f"left out of the verdict: {s.key()} had {sum(r.errors for r in s.runs)} refused or failed requests")
+            continue
         if s.kind == "inprocess" and s.layer == "adapter":
             group = f"in-process, batch {s.batch}, {s.threads} thread{'s' if s.threads != 1 else ''}"
         elif s.kind == "gateway" and s.mode == "closed":
@@ -278,7 +285,7 @@ def run_bench(repository: Path, out: Path, *, quick: bool = False, variants: lis
         created=datetime.now(timezone.utc), duration_s=time.perf_counter() - started, quick=plan.quick, machine=machine(),
         versions={p: version_of(p) for p in INFERENCE_PACKAGES}, git_revision=git_revision(),
         settings={k: v for k, v in vars(plan).items() if k != "notes"} | {"url": url, "repository": str(repository)},
-        scenarios=scenarios, coldstart=colds, verdicts=verdicts(scenarios), notes=plan.notes,
+        scenarios=scenarios, coldstart=colds, verdicts=verdicts(scenarios, plan.notes), notes=plan.notes,
     )
     write_report(report, folder)
     latest = out / "latest"

@@ -78,6 +78,10 @@ def measure_stable(window: Callable[[], Window], *, min_windows: int = STABLE_WI
 def merge(windows: list[Window], stable: bool, batch: int) -> Run:
     """The stable windows of one repeat, merged into one run."""
     latencies = np.concatenate([w.latencies_ms for w in windows])
+    if latencies.size == 0:  # every request was refused: no latency to report (the errors say why)
+        empty = Percentiles(count=0, p50=0.0, p90=0.0, p99=0.0, mean=0.0, min=0.0, max=0.0)
+        return Run(latency=empty, throughput=0.0, requests_per_s=0.0, windows=len(windows), stable=False,
+                   errors=sum(w.errors for w in windows))
     elapsed = sum(w.elapsed_s for w in windows)
     requests = len(latencies)
     cpu = [w.cpu_s for w in windows if w.cpu_s is not None]

@@ -95,6 +95,8 @@ async def compare(request: Request):
             if not isinstance(document["variants"], list) or not all(isinstance(n, str) for n in document["variants"]):
                 raise InvalidInput("'variants' must be a list of variant names")
             names = document["variants"]
+            if not names:
+                raise InvalidInput("'variants' is empty: leave it out to compare every variant")
     for name in names or []:
         gw.registry.versions(name)  # 404 for an unknown variant
     candidates = [gw.registry.lookup(n) for n in (names or gw.registry.names())]
@@ -144,6 +146,8 @@ async def compare(request: Request):
             if other != row["name"] and e.config.source_framework == config.source_framework and e.config.model == config.model
         }
 
+    if not results:  # every variant refused the input: that is the caller's error, said once
+        raise InvalidInput(next(r["error"] for r in rows if r["status"] == "error"))
     predictions = np.stack([r["predicted"] for r in rows if r["status"] == "ok"])
     majority = [int(np.bincount(column).argmax()) for column in predictions.T]
     agreement = {

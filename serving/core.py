@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from crossdeploy.errors import CrossdeployError, InvalidInput, ModelNotFound
+from crossdeploy.errors import InvalidInput, ModelNotFound
 
 from .metrics import Metrics
 from .registry import ModelRegistry, Served
@@ -30,7 +30,7 @@ class Timings:
 def parse_version(name: str, version: str | None) -> int | None:
     if version is None or version == "":
         return None
-    if not version.isdigit():
+    if not (version.isascii() and version.isdigit()):
         raise ModelNotFound(name, version)  # type: ignore[arg-type]
     return int(version)
 
@@ -65,11 +65,13 @@ async def run(served: Served, inputs: dict[str, np.ndarray], timings: Timings, i
             result = served.runtime.predict(inputs)
             return result, began, time.perf_counter_ns()
 
-        served.pending += 1
-        try:
-            outputs, started, finished = await asyncio.get_running_loop().run_in_executor(served.executor, work)
-        finally:
+        future = asyncio.get_running_loop().run_in_executor(served.executor, work)
+        served.pending += 1  # down when the thread is done, even if this request is cancelled meanwhile
+
+        def done(_):
             served.pending -= 1
+        future.add_done_callback(done)
+        outputs, started, finished = await future
         timings.queue_ns = started - submitted
     timings.infer_ns = finished - started
     served.cost.observe(rows, timings.infer_ns)
@@ -102,7 +104,7 @@ class Gateway:
             encode_start = time.perf_counter_ns()
             response = encode(served, outputs)
             timings.encode_ns = time.perf_counter_ns() - encode_start
-        except CrossdeployError:
+        except Exception:  # named errors become 4xx/5xx in the protocol's shape; every failure is counted
             self._record(served, protocol, "fail", start, timings)
             raise
         self._record(served, protocol, "success", start, timings, batch=next(iter(inputs.values())).shape[0])

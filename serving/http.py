@@ -80,6 +80,8 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise InvalidInput(f"request body is not valid {encoding}: {exc}") from exc
         if len(body) > limit or inflater.unconsumed_tail:
             raise PayloadTooLarge(limit)
+        if not inflater.eof:
+            raise InvalidInput(f"request body is truncated {encoding}")
     elif encoding != "identity":
         raise UnsupportedMediaType(f"Content-Encoding: {encoding}", ["gzip", "deflate", "identity"])
     return body
@@ -108,7 +110,7 @@ def parse_json(body: bytes) -> object:
 
 
 class InFlightLimit:
-    """Pure ASGI middleware: beyond `limit` concurrent POSTs, answer 503 + Retry-After at once instead of
+    """Pure ASGI middleware: beyond `limit` concurrent POSTs/PUTs, answer 503 + Retry-After at once instead of
     queueing without bound."""
 
     def __init__(self, app, limit: int, metrics):
@@ -116,7 +118,7 @@ class InFlightLimit:
         self.current = 0
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):  # PUT: TorchServe's curl -T
             return await self.app(scope, receive, send)
         if self.current >= self.limit:
             self.metrics.rejected.labels("overloaded").inc()

@@ -20,13 +20,20 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from crossdeploy.errors import InvalidInput
 
 Image.MAX_IMAGE_PIXELS = 40_000_000  # Pillow refuses decompression bombs above twice this
+MAX_PIXELS = 4_000_000  # decoding runs on the event loop: a digit needs far less, a huge picture would stall it
 SIDE, BLOCK = 32, 4
 
 
 def digit_from_image(data: bytes) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise InvalidInput(f"the image is {image.width}x{image.height}; at most {MAX_PIXELS // 1_000_000} megapixels are accepted")
             image = ImageOps.exif_transpose(image)
+            if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float gray: scale, do not clip to 255
+                values = np.asarray(image, dtype=np.float32)
+                top = float(values.max()) or 1.0
+                image = Image.fromarray((values / top * 255).astype(np.uint8))
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                 rgba = image.convert("RGBA")
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -199,6 +199,8 @@ def requested_outputs(request: dict, served: Served) -> list[tuple[str, bool, in
         if not isinstance(entry, dict) or entry.get("name") not in names:
             raise InvalidInput(f"unexpected inference output {entry.get('name') if isinstance(entry, dict) else entry!r} for model '{served.name}', expected {names}")
         params = entry.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise InvalidInput(f"output '{entry['name']}': 'parameters' must be an object")
         k = params.get("classification", 0)
         if not isinstance(k, int) or isinstance(k, bool) or k < 0:
             raise InvalidInput(f"output '{entry['name']}': classification must be a non-negative integer")
@@ -367,7 +369,10 @@ async def infer(request: Request):
 @router.post("/v2/repository/index", summary="Every model version in the repository and its state")
 async def repository_index(request: Request, gw: Gateway = Depends(gateway)):
     body = await read_body(request, 64 * 1024)
-    ready_only = bool(parse_json(body).get("ready")) if body.strip() else False
+    document = parse_json(body) if body.strip() else {}
+    if not isinstance(document, dict):
+        raise InvalidInput("the repository index request must be a JSON object, e.g. {\"ready\": true}")
+    ready_only = bool(document.get("ready"))
     served = {(e.name, e.version): e for e in gw.registry.all()}
     rows = []
     for name in await run_in_threadpool(gw.registry.repository.names):

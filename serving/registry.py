@@ -88,48 +88,61 @@ class ModelRegistry:
             self.load(name)
 
     def load(self, name: str) -> list[Served]:
-        self.unload(name)
+        """(Re)loads every version of `name`. The new entries are built first and swapped in whole, so requests
+        never see the model missing; replaced entries are retired, not torn down under a running call."""
         try:
             config = self.repository.config(name)
             records = sorted(config.versions, key=lambda r: r.version)
         except CrossdeployError as exc:
             log.error("variant %s cannot be served: %s", name, exc)
-            self._served[name] = {0: Served(name, 0, None, None, "UNAVAILABLE", str(exc))}
+            self._swap(name, {0: Served(name, 0, None, None, "UNAVAILABLE", str(exc))})
             return list(self._served[name].values())
         served = {}
         for record in records:
             start = time.perf_counter()
-            runtime = runtime_class(config.format)(config, record, self.repository.version_dir(name, record.version), self.threads)
             try:
+                runtime = runtime_class(config.format)(config, record, self.repository.version_dir(name, record.version), self.threads)
                 runtime.load()
                 entry = Served(name, record.version, config, runtime, "READY")
                 entry.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-v{record.version}")
-            except CrossdeployError as exc:
+            except Exception as exc:  # an unknown format or a framework that fails to import: this variant only
                 log.error("variant %s version %s failed to load: %s", name, record.version, exc)
-                entry = Served(name, record.version, config, None, "UNAVAILABLE", str(exc))
+                entry = Served(name, record.version, config, None, "UNAVAILABLE", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             entry.load_seconds = time.perf_counter() - start
             served[record.version] = entry
-        self._served[name] = served
+        self._swap(name, served)
         return list(served.values())
 
-    def unload(self, name: str) -> None:
-        for entry in self._served.pop(name, {}).values():
+    def _swap(self, name: str, entries: dict[int, Served] | None) -> None:
+        old = self._served.get(name, {})
+        if entries is None:
+            self._served.pop(name, None)
+        else:
+            self._served[name] = entries
+        for entry in old.values():
+            # Calls already holding the old entry finish on it; its memory goes with the last reference.
             if entry.executor:
-                entry.executor.shutdown(wait=True)
-            if entry.runtime and entry.runtime.ready:
-                entry.runtime.unload()
+                entry.executor.shutdown(wait=False)
+
+    def unload(self, name: str) -> None:
+        self._swap(name, None)
 
     def close(self) -> None:
         for name in list(self._served):
-            self.unload(name)
+            entries = self._served.pop(name)
+            for entry in entries.values():
+                if entry.executor:
+                    entry.executor.shutdown(wait=True)
+                if entry.runtime and entry.runtime.ready:
+                    entry.runtime.unload()
 
     def names(self) -> list[str]:
-        return sorted(self._served)
+        return sorted(list(self._served))
 
     def versions(self, name: str) -> list[Served]:
         if name not in self._served:
             raise ModelNotFound(name)
-        return [v for k, v in sorted(self._served[name].items()) if k != 0 or v.config is None]
+        return [v for k, v in sorted(self._served[name].items()) if k != 0 or v.config is None]  # noqa: E501
 
     def lookup(self, name: str, version: int | None = None) -> Served:
         """The served entry (latest version by default), ready or not."""

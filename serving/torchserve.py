@@ -51,8 +51,20 @@ async def read_upload(request: Request, limit: int) -> tuple[str, bytes]:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(limit)
+        received = 0
+
+        async def bounded():  # a chunked form has no Content-Length: count what arrives, stop past the limit
+            nonlocal received
+            message = await request.receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise PayloadTooLarge(limit)
+            return message
+
         try:
-            form = await request.form(max_files=4, max_fields=16, max_part_size=limit)
+            form = await Request(request.scope, bounded).form(max_files=4, max_fields=16, max_part_size=limit)
+        except PayloadTooLarge:
+            raise
         except Exception as exc:  # python-multipart raises several types for a broken form
             raise InvalidInput(f"malformed multipart form: {exc}") from exc
         for key in ("data", "body", "file", *form.keys()):

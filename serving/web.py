@@ -46,6 +46,8 @@ _samples: dict = {}
 async def samples(count: int = 1, seed: int | None = None):
     if not 1 <= count <= 64:
         raise InvalidInput("count must be between 1 and 64")
+    if seed is not None and seed < 0:
+        raise InvalidInput("seed must be a non-negative integer")
     if not _samples:
         from crossdeploy.models.data import load_split
 

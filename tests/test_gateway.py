@@ -186,13 +186,14 @@ def test_compare_agrees_with_the_parity_check(http, repository, samples):
     assert image["variants"][0]["predicted"] == [3] and image["input"]["from"] == "image"
 
 
-def test_metrics_expose_requests_phases_models_and_process(http):
+def test_metrics_expose_requests_phases_models_and_process(http, repository):
     http.post("/v2/models/torch-onnx/infer", content=(TESTDATA / "v2_infer.json").read_bytes())
     text = http.get("/metrics").text
     assert 'crossdeploy_requests_total{model="torch-onnx",protocol="v2",status="success",version="1"}' in text
     for phase in ("queue", "decode", "inference", "encode"):
         assert f'crossdeploy_request_phase_seconds_count{{model="torch-onnx",phase="{phase}",protocol="v2"}}' in text
-    assert 'crossdeploy_models_loaded{state="READY"} 15.0' in text
+    versions = sum(len(repository.config(name).versions) for name in repository.names())
+    assert f'crossdeploy_models_loaded{{state="READY"}} {versions:.1f}' in text
     assert "process_resident_memory_bytes" in text and "crossdeploy_requests_in_flight" in text
 
 
@@ -266,7 +267,35 @@ BAD = [
     ("ts unknown model", "POST", "/predictions/nope", b'{"data": [0]}', {"Content-Type": "application/json"}, 404, "not in the repository"),
     ("compare unknown variant", "POST", "/v1/compare", b'{"image": [0], "variants": ["nope"]}', {}, 404, "'nope'"),
     ("compare no input", "POST", "/v1/compare", b'{"variants": ["torch-onnx"]}', {}, 400, "needs 'image'"),
+    ("compare input every variant refuses", "POST", "/v1/compare", b'{"image": [[1, 2, 3]]}', {}, 400, "shape"),
+    ("compare empty variant list", "POST", "/v1/compare", b'{"image": [0], "variants": []}', {}, 400, "'variants' is empty"),
+    ("output parameters not an object", "POST", V2, json.dumps({**json.loads(GOOD), "outputs": [{"name": "logits", "parameters": "x"}]}).encode(), {}, 400, "'parameters' must be an object"),
+    ("index body not an object", "POST", "/v2/repository/index", b"[]", {}, 400, "JSON object"),
+    ("unicode digit version", "POST", "/v2/models/torch-onnx/versions/%C2%B2/infer", GOOD, {}, 404, "not in the repository"),
+    ("negative sample seed", "GET", "/v1/samples?seed=-1", b"", {}, 400, "non-negative"),
+    ("image too large", "POST", "/predictions/torch-onnx", "huge", {"Content-Type": "image/png"}, 400, "megapixels"),
 ]
+
+
+def _huge_png() -> bytes:
+    out = io.BytesIO()
+    Image.new("L", (2100, 2100), 255).save(out, "PNG")  # 4.4 megapixels, a few KB
+    return out.getvalue()
+
+
+def test_sixteen_bit_and_transparent_uploads_are_read(http, samples):
+    x, y = samples
+    for mode in ("I;16", "LA"):
+        ink = (x[0] * 65535 / 16).astype(np.uint16) if mode == "I;16" else (x[0] * 255 / 16).astype(np.uint8)
+        if mode == "I;16":
+            picture = Image.fromarray((65535 - ink).astype(np.uint16)).resize((64, 64), Image.Resampling.NEAREST)
+        else:  # black ink on a transparent background, as canvases export
+            picture = Image.merge("LA", [Image.new("L", (8, 8), 0), Image.fromarray(ink)]).resize((64, 64), Image.Resampling.NEAREST)
+        out = io.BytesIO()
+        picture.save(out, "PNG")
+        answer = http.post("/predictions/torch-onnx", content=out.getvalue(), headers={"Content-Type": "image/png"})
+        assert answer.status_code == 200, (mode, answer.text)
+        assert max(answer.json(), key=answer.json().get) == str(y[0]), mode
 
 
 def _blank_png() -> bytes:
@@ -278,7 +307,7 @@ def _blank_png() -> bytes:
 @pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
 def test_bad_input_gets_a_clear_error_and_the_next_request_succeeds(http, case):
     _, method, path, body, headers, status, words = case
-    body = _blank_png() if body is None else body
+    body = _blank_png() if body is None else _huge_png() if body == "huge" else body
     headers = {"Content-Type": "application/json", **headers} if method == "POST" and "Content-Type" not in headers and not path.startswith("/v2") else headers
     response = http.request(method, path, content=body or None, headers=headers)
     assert response.status_code == status, response.text

@@ -81,3 +81,33 @@ def test_beyond_the_in_flight_bound_requests_get_503_with_retry_after(small_repo
             thread.join(60)
         assert http.post("/v2/models/torch-onnx/infer", content=GOOD).status_code == 200
         assert 'crossdeploy_requests_rejected_total{reason="overloaded"} 2.0' in http.get("/metrics").text
+
+
+def test_a_variant_with_an_unknown_format_is_unavailable_and_the_rest_serve(small_repository):
+    path = small_repository.root / "keras-tflite" / "config.json"
+    path.write_text(path.read_text().replace('"format": "tflite"', '"format": "tflite-v9"'))
+    with LiveGateway(small_repository) as live, httpx.Client(base_url=live.url, timeout=60) as http:
+        ready = http.get("/v2/models/keras-tflite/ready")
+        assert ready.status_code == 503 and "no runtime adapter for format 'tflite-v9'" in ready.json()["error"]
+        assert http.post("/v2/models/torch-onnx/infer", content=GOOD).status_code == 200
+
+
+def test_reloading_a_model_under_load_never_drops_a_request(small_repository):
+    with LiveGateway(small_repository) as live, httpx.Client(base_url=live.url, timeout=60) as http:
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def hammer():
+            with httpx.Client(base_url=live.url, timeout=60) as client:
+                while not stop.is_set():
+                    statuses.append(client.post("/v2/models/torch-onnx/infer", content=GOOD).status_code)
+
+        workers = [threading.Thread(target=hammer) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        for _ in range(3):
+            assert http.post("/v2/repository/models/torch-onnx/load").status_code == 200
+        stop.set()
+        for worker in workers:
+            worker.join(60)
+        assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
