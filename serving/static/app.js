@@ -126,7 +126,11 @@ function group(title) {
 }
 
 async function browserRun(v, image) {
-  if (!sessions.has(v.name)) sessions.set(v.name, ort.InferenceSession.create(`/v1/artifacts/${v.name}/model.onnx`));
+  if (!sessions.has(v.name)) {
+    const created = ort.InferenceSession.create(`/v1/artifacts/${v.name}/model.onnx`);
+    created.catch(() => sessions.delete(v.name)); // a failed load is retried next time, not cached
+    sessions.set(v.name, created);
+  }
   const session = await sessions.get(v.name);
   const input = new ort.Tensor("float32", Float32Array.from(image.flat()), [1, 8, 8]);
   const started = performance.now();
@@ -144,7 +148,7 @@ async function predict(image) {
   const response = await fetch("/v1/compare", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ image }) });
   const answer = await response.json();
   if (busy !== mine) return; // a newer drawing superseded this one
-  if (!response.ok) { status.textContent = answer.error; return; }
+  if (!response.ok) { status.textContent = answer.error; document.body.dataset.ready = "yes"; return; }
   tbody.innerHTML = "";
   const names = { pytorch: "PyTorch source", keras: "Keras source" };
   for (const source of ["pytorch", "keras"]) {
@@ -158,19 +162,22 @@ async function predict(image) {
     }
   }
   const agreement = answer.agreement;
+  const answered = answer.variants.filter((v) => v.status === "ok").length;
   document.getElementById("agreement").textContent = agreement.all_agree
-    ? `all ${answer.variants.length} variants agree: ${agreement.majority[0]}`
+    ? `all ${answered} answering variants agree: ${agreement.majority[0]}`
     : `disagreement: majority says ${agreement.majority[0]}, ${agreement.disagreeing.join(", ")} say otherwise`;
   const onnx = answer.variants.filter((v) => v.status === "ok" && v.format === "onnx");
   if (onnx.length) tbody.append(group("In this browser (onnxruntime-web, wasm)"));
   for (const v of onnx) {
     try {
       const { logits, ms } = await browserRun(v, image);
+      if (busy !== mine) return; // a newer drawing owns the table now
       const server = v.outputs.logits[0];
       const diff = Math.max(...logits.map((x, i) => Math.abs(x - server[i])));
       const predicted = logits.indexOf(Math.max(...logits));
       tbody.append(row("browser", v, predicted, softmax(logits), diff, diff <= 1e-4 ? "ok" : "bad", ms));
     } catch (error) {
+      if (busy !== mine) return;
       tbody.append(row("browser", { ...v, pathway: String(error) }, "—", null, null, "bad", 0));
     }
   }
