@@ -102,11 +102,19 @@ def test_reloading_a_model_under_load_never_drops_a_request(small_repository):
                 while not stop.is_set():
                     statuses.append(client.post("/v2/models/torch-onnx/infer", content=GOOD).status_code)
 
+        def served_at_least(count: int) -> None:
+            deadline = time.monotonic() + 60
+            while len(statuses) < count:
+                assert time.monotonic() < deadline, f"only {len(statuses)} requests answered"
+                time.sleep(0.01)
+
         workers = [threading.Thread(target=hammer) for _ in range(3)]
         for worker in workers:
             worker.start()
+        served_at_least(20)  # requests are flowing before the first reload
         for _ in range(3):
             assert http.post("/v2/repository/models/torch-onnx/load").status_code == 200
+        served_at_least(len(statuses) + 20)  # and after the last
         stop.set()
         for worker in workers:
             worker.join(60)
