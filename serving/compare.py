@@ -22,7 +22,7 @@ from .http import json_response, openapi_body, parse_json
 from .kserve_v2 import decode_inputs, decode_response, encode_response, json_tensor
 from .registry import Served
 from .tfserving import decode_predict
-from .torchserve import read_upload, softmax, with_batch
+from .torchserve import decode_prediction, read_upload, softmax, with_batch
 
 EAGER_FORMAT = {"pytorch": "torch-eager", "keras": "keras"}
 inference = APIRouter(tags=["Compare"])  # the hot routes, mounted before everything else
@@ -36,8 +36,6 @@ class CompareRequest(BaseModel):
 
 def decode_compare(kind: str, payload: bytes, served: Served) -> dict[str, np.ndarray]:
     """Any input the other endpoints accept, against the first selected variant's contract."""
-    from .torchserve import decode_prediction
-
     if kind == "image":
         return decode_prediction(kind, payload, served)
     document = parse_json(payload)

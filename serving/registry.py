@@ -137,12 +137,12 @@ class ModelRegistry:
                     entry.runtime.unload()
 
     def names(self) -> list[str]:
-        return sorted(list(self._served))
+        return sorted(self._served)
 
     def versions(self, name: str) -> list[Served]:
         if name not in self._served:
             raise ModelNotFound(name)
-        return [v for k, v in sorted(self._served[name].items()) if k != 0 or v.config is None]  # noqa: E501
+        return [v for k, v in sorted(self._served[name].items()) if k != 0 or v.config is None]
 
     def lookup(self, name: str, version: int | None = None) -> Served:
         """The served entry (latest version by default), ready or not."""

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import uvicorn
 
+from crossdeploy.bench.gateway_floor import free_port
 from crossdeploy.export.repository import ModelRepository
 from crossdeploy.serving.app import create_app
 from crossdeploy.settings import Settings
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LiveGateway:

@@ -15,7 +15,7 @@ import numpy as np
 from crossdeploy.errors import ArtifactError, InvalidInput, ModelNotReady
 from crossdeploy.export.repository import VariantConfig, VersionRecord, sha256_of
 
-DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32, "UINT8": np.uint8}
+from ..dtypes import V2_TO_NUMPY as DTYPES  # the one V2 <-> numpy table
 
 
 class Runtime(ABC):
