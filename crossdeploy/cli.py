@@ -1,4 +1,4 @@
-"""`crossdeploy train | export | parity | pipeline | serve | bench`: each parses and calls one library function."""
+"""`crossdeploy train | export | parity | pipeline | matrix | serve | bench`: each parses and calls one library function."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ Tolerances = Annotated[Optional[Path], typer.Option(help="TOML of per-variant to
 
 @app.command()
 def train(workdir: Workdir = S.workdir, epochs: Epochs = S.epochs, seed: Seed = S.seed):
-    """Train the PyTorch and the Keras CNN on the same seeded split."""
+    """Train the built-in models (digits CNN, digits transformer) in PyTorch and Keras on one seeded split."""
     from crossdeploy.pipeline import train as run
 
     run(workdir=workdir, epochs=epochs, seed=seed)
@@ -37,20 +37,20 @@ def train(workdir: Workdir = S.workdir, epochs: Epochs = S.epochs, seed: Seed = 
 
 @app.command()
 def export(repository: Repository = S.repository, workdir: Workdir = S.workdir, variant: Variants = None,
-           keep_versions: Keep = S.keep_versions, seed: Seed = S.seed):
-    """Export the trained models along every pathway into the model repository."""
+           keep_versions: Keep = S.keep_versions):
+    """Export the trained digits CNN (both frameworks) along every pathway into the model repository."""
     from crossdeploy.pipeline import export as run
 
-    run(repository=repository, workdir=workdir, variants=variant, keep_versions=keep_versions, seed=seed)
+    run(repository=repository, workdir=workdir, variants=variant, keep_versions=keep_versions)
 
 
 @app.command()
 def parity(repository: Repository = S.repository, workdir: Workdir = S.workdir, variant: Variants = None,
-           tolerances: Tolerances = None, seed: Seed = S.seed, threads: Threads = S.threads):
-    """Check every variant against its eager reference; exit 1 on any breach."""
+           tolerances: Tolerances = None, threads: Threads = S.threads):
+    """Check every variant against its eager reference on its spec's samples; exit 1 on any breach."""
     from crossdeploy.pipeline import parity as run
 
-    run(repository=repository, workdir=workdir, variants=variant, tolerances=tolerances, seed=seed, threads=threads)
+    run(repository=repository, workdir=workdir, variants=variant, tolerances=tolerances, threads=threads)
 
 
 @app.command()
@@ -62,6 +62,23 @@ def pipeline(repository: Repository = S.repository, workdir: Workdir = S.workdir
 
     run(repository=repository, workdir=workdir, epochs=epochs, seed=seed, keep_versions=keep_versions,
         threads=threads, tolerances=tolerances)
+
+
+@app.command()
+def matrix(specs: Annotated[Optional[list[Path]], typer.Argument(help="Model spec files (TOML); default: the built-in specs.", show_default=False)] = None,
+           workdir: Workdir = S.workdir,
+           out: Annotated[Optional[Path], typer.Option(help="Report folder (default: <workdir>/reports/matrix).")] = None,
+           pathway: Annotated[Optional[list[str]], typer.Option("--pathway", "-p", help="Only this pathway (repeatable).")] = None,
+           timeout: Annotated[float, typer.Option(min=1.0, help="Seconds one step (an export, a conversion, a load, a run) may take before it is killed.")] = 600.0,
+           junit: Annotated[Optional[Path], typer.Option(help="Also write each pathway as a JUnit XML test case here.")] = None,
+           register: Annotated[bool, typer.Option(help="Copy the passing variants into the model repository (--repository).")] = False,
+           repository: Repository = S.repository, threads: Threads = S.threads,
+           latency: Annotated[bool, typer.Option(help="Measure the in-process p50 at batch 1 of every passing variant.")] = True):
+    """Run every pathway on each model spec: a deployability report; exit 1 if a required pathway fails, 2 on a bad spec."""
+    from crossdeploy.pipeline import matrix as run
+
+    run(specs=specs, workdir=workdir, out=out, pathways=pathway, timeout=timeout, threads=threads, junit=junit,
+        register=repository if register else None, latency=latency)
 
 
 @app.command()

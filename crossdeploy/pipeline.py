@@ -31,21 +31,30 @@ class StageTimes:
             self.seconds[name] = time.perf_counter() - start
 
 
-def train(workdir: Path, epochs: int = 30, seed: int = 0) -> list:
-    from crossdeploy.models.train import train_keras, train_torch
+def train(workdir: Path, epochs: int = 30, seed: int = 0, models: tuple[str, ...] | None = None) -> list:
+    """Trains the built-in models (default: all: digits-cnn and digits-transformer, each in both frameworks)."""
+    from crossdeploy.models.train import BUILTINS, train_builtin
 
-    results = [train_torch(workdir / "trained", epochs, seed), train_keras(workdir / "trained", epochs, seed)]
-    for r in results:
-        console.print(f"{r.framework:8} test accuracy {r.test_accuracy:.2%} after {r.epochs} epochs "
+    results = []
+    for builtin in BUILTINS:
+        if models and builtin.model not in models:
+            continue
+        r = train_builtin(builtin, workdir / "trained", epochs, seed)
+        results.append(r)
+        console.print(f"{r.model:18} {r.framework:8} test accuracy {r.test_accuracy:.2%} after {r.epochs} epochs "
                       f"({r.seconds:.1f} s) -> {r.path}")
     return results
 
 
-def export(repository: Path, workdir: Path, variants: list[str] | None = None, keep_versions: int = 2, seed: int = 0):
-    from crossdeploy.export.exporting import export_all, raise_failures
+PIPELINE_MODELS = ("digits-cnn",)  # the built-in specs the pipeline exports and serves (models/specs/)
+
+
+def export(repository: Path, workdir: Path, variants: list[str] | None = None, keep_versions: int = 2):
+    """Exports the pipeline's built-in specs (the digits CNN in both frameworks) along every pathway."""
+    from crossdeploy.export.exporting import builtin_specs, export_all, raise_failures
 
     repo = ModelRepository(repository, keep_versions)
-    outcomes = export_all(repo, workdir / "trained", variants, seed=seed)
+    outcomes = export_all(repo, builtin_specs(PIPELINE_MODELS, workdir), variants)
     for o in outcomes:
         if o.error:
             console.print(f"[bold red]✗ {o.name:18}[/] export failed: {o.error}")
@@ -57,12 +66,12 @@ def export(repository: Path, workdir: Path, variants: list[str] | None = None, k
 
 
 def export_in_fresh_process(repository: Path, workdir: Path, variants: list[str] | None = None,
-                            keep_versions: int = 2, seed: int = 0) -> None:
+                            keep_versions: int = 2) -> None:
     """`export` in a new interpreter. Converters name graph functions and TorchScript classes from
     process-wide counters, so an export that follows training in the same process writes different bytes
     than `crossdeploy export` would, and the repository would store a needless new version."""
     command = [sys.executable, "-m", "crossdeploy.cli", "export", "--repository", str(repository),
-               "--workdir", str(workdir), "--keep-versions", str(keep_versions), "--seed", str(seed)]
+               "--workdir", str(workdir), "--keep-versions", str(keep_versions)]
     for name in variants or []:
         command += ["--variant", name]
     if subprocess.run(command).returncode != 0:
@@ -81,7 +90,7 @@ def load_tolerances(path: Path | None) -> dict[str, Tolerance]:
 
 
 def parity(repository: Path, workdir: Path, variants: list[str] | None = None, tolerances: Path | None = None,
-           seed: int = 0, threads: int = 2):
+           threads: int = 2):
     from rich.progress import Progress
 
     from crossdeploy.export.parity import raise_on_failure, run_parity
@@ -91,7 +100,7 @@ def parity(repository: Path, workdir: Path, variants: list[str] | None = None, t
     overrides = load_tolerances(tolerances)
     with Progress(transient=True) as progress:
         task = progress.add_task("parity: run every variant on the test split", total=None)
-        run = run_parity(repo, variants, seed, threads, overrides, progress=lambda n: progress.update(task, description=f"parity: ran {n}"))
+        run = run_parity(repo, variants, threads, overrides, progress=lambda n: progress.update(task, description=f"parity: ran {n}"))
     print_table(run, console)
     paths = write_reports(run, workdir / "reports" / "parity")
     console.print(f"reports: {paths['markdown']}, {paths['json']}, {paths['png']}")
@@ -104,9 +113,34 @@ def pipeline(repository: Path, workdir: Path, epochs: int = 30, seed: int = 0, k
     times = StageTimes()
     try:
         times.run("train", train, workdir, epochs, seed)
-        times.run("export", export_in_fresh_process, repository, workdir, None, keep_versions, seed)
-        times.run("parity", parity, repository, workdir, None, tolerances, seed, threads)
+        times.run("export", export_in_fresh_process, repository, workdir, None, keep_versions)
+        times.run("parity", parity, repository, workdir, None, tolerances, threads)
     finally:
         total = sum(times.seconds.values())
         console.print("stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.seconds.items()) + f", total {total:.0f} s")
     return times
+
+
+def matrix(specs: list[Path] | None, workdir: Path, out: Path | None = None, pathways: list[str] | None = None,
+           timeout: float = 600.0, threads: int = 2, junit: Path | None = None, register: Path | None = None,
+           latency: bool = True):
+    """Every applicable pathway on every spec (default: the built-in specs), as a deployability report."""
+    from crossdeploy.export.matrix import load_specs, run_matrix
+    from crossdeploy.export.matrix_report import print_table, write_reports
+    from crossdeploy.export.spec import BUILTIN_SPECS
+
+    paths = list(specs) if specs else sorted(BUILTIN_SPECS.glob("*.toml"))
+    loaded = load_specs(paths, workdir)  # SpecError (exit 2) before anything is written
+    target = ModelRepository(register) if register is not None else None
+    run = run_matrix(loaded, out or workdir / "reports" / "matrix", workdir, pathways, timeout, threads, target, latency)
+    print_table(run, console)
+    written = write_reports(run, out or workdir / "reports" / "matrix", junit)
+    console.print("reports: " + ", ".join(str(p) for p in written.values()))
+    if run.registered:
+        console.print(f"registered into {register}: {', '.join(run.registered)} "
+                      "(a running gateway loads each with POST /v2/repository/models/<name>/load)")
+    failures = run.required_failures
+    if failures:
+        raise CrossdeployError(f"{len(failures)} required pathway(s) failed: "
+                               + ", ".join(f"{r.model} ({r.framework}) {r.pathway}: {r.status}" for r in failures))
+    return run

@@ -15,12 +15,14 @@ from .spec import ModelSpec
 @dataclass
 class ExportContext:
     spec: ModelSpec
-    torch_model: object  # nn.Module in eval mode
-    keras_model: object  # tf_keras.Model
+    source: str  # "pytorch" | "keras"
+    model: object  # nn.Module in eval mode, or a tf_keras.Model
     example: np.ndarray  # a small batch (>= 2, so torch.export keeps the batch axis dynamic)
-    calibration: np.ndarray  # training-split samples for int8 calibration, never the test split
+    calibration: np.ndarray  # the spec's calibration inputs for int8, never the test samples
     scratch: Path  # intermediate files (ONNX handed from one pathway to the next)
     intermediates: dict[str, Path] = field(default_factory=dict)
+    # Workarounds a converter needed, keyed like `intermediates`; every pathway built on it reports them.
+    workarounds: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass

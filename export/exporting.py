@@ -1,8 +1,9 @@
-"""Exports the trained models along every pathway into the model repository.
+"""Exports model specs along every pathway of their framework into the model repository.
 
 Each export writes into a staging folder inside the repository and is moved into place whole, so an
 interrupted or failed export never leaves a half-written variant. A failing pathway does not stop the
-others; the failures are raised together at the end.
+others; the failures are raised together at the end. The pipeline and `crossdeploy matrix` both come here:
+a built-in model is a spec file like any user's (models/specs/).
 """
 
 from __future__ import annotations
@@ -17,97 +18,158 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from crossdeploy.errors import CrossdeployError, ExportError
-from crossdeploy.models.data import calibration_batch, load_split
-from crossdeploy.models.train import KERAS_MODEL, TORCH_WEIGHTS, load_keras, load_torch
+from crossdeploy.export.repository import ToolStep
+from crossdeploy.versions import version_of
 
-from .context import ExportContext
-from .pathways import BY_NAME, PATHWAYS, SOURCE_ROOT, Pathway
+from .context import ExportContext, Exported
+from .modelspec import LoadedSpec, build_model, load_spec
+from .pathways import BY_NAME, PATHWAYS, Pathway
 from .repository import ModelRepository, VariantConfig
-from .spec import DIGITS, ModelSpec
+from .spec import BUILTIN_SPECS, FLOAT_TOLERANCE, ModelSpec
 
 # Pathways that start from another pathway's ONNX file.
 NEEDS = {"torch-onnx-int8": "torch-onnx", "torch-savedmodel": "torch-onnx", "torch-tflite": "torch-onnx",
          "keras-torchscript": "keras-onnx"}
+SOURCE_TOOL = {"pytorch": ("torch", "torch"), "keras": ("tf_keras", "tf-keras")}
 
 
 @dataclass(frozen=True)
 class ExportOutcome:
-    name: str
+    name: str  # the variant name (<prefix><pathway>)
     version: int | None
     added: bool
     size: int
     seconds: float
     error: str | None = None
+    pathway: str = ""
 
 
-def select(variants: list[str] | None) -> list[Pathway]:
-    if not variants:
-        return list(PATHWAYS)
-    unknown = [v for v in variants if v not in BY_NAME]
+def builtin_specs(models: tuple[str, ...] = ("digits-cnn",), workdir: Path | None = None) -> list[LoadedSpec]:
+    """The built-in spec files (models/specs/<model>-<framework>.toml), PyTorch first."""
+    return [load_spec(BUILTIN_SPECS / f"{model}-{framework}.toml", workdir)
+            for model in models for framework in ("pytorch", "keras")]
+
+
+def pathways_for(framework: str) -> list[Pathway]:
+    return [p for p in PATHWAYS if p.source == framework]
+
+
+def select(specs: list[LoadedSpec], variants: list[str] | None) -> dict[str, list[Pathway]]:
+    """Per spec name+framework, the pathways to export; `variants` may name variants or pathways."""
+    known = {loaded.spec.variant(p.name): p.name for loaded in specs for p in pathways_for(loaded.framework)}
+    unknown = [v for v in variants or [] if v not in known and v not in BY_NAME]
     if unknown:
-        raise CrossdeployError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
-    return [p for p in PATHWAYS if p.name in variants]
+        raise CrossdeployError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    chosen = {}
+    for loaded in specs:
+        chosen[loaded.spec.name + ":" + loaded.framework] = [
+            p for p in pathways_for(loaded.framework)
+            if not variants or p.name in variants or loaded.spec.variant(p.name) in variants
+        ]
+    return chosen
 
 
-def _config(pathway: Pathway, spec: ModelSpec, exported) -> VariantConfig:
+def contract(loaded: LoadedSpec) -> ModelSpec:
+    spec = loaded.spec
+    classes = spec.outputs[0].shape[-1] if len(spec.outputs[0].shape) > 1 else 1
+    return ModelSpec(name=spec.name, inputs=tuple(s.signature() for s in spec.inputs),
+                     outputs=tuple(s.signature() for s in spec.outputs), opset=spec.opset, num_classes=classes,
+                     torch_entry=spec.factory, tolerance=spec.tolerance, variant_prefix=spec.prefix)
+
+
+def context_for(loaded: LoadedSpec, scratch: Path, model=None) -> ExportContext:
+    x = next(iter(loaded.x.values()))
+    return ExportContext(spec=contract(loaded), source=loaded.framework,
+                         model=model if model is not None else build_model(loaded),
+                         example=np.ascontiguousarray(x[:4] if len(x) >= 4 else x), calibration=loaded.calibration,
+                         scratch=scratch)
+
+
+def source_step(ctx: ExportContext) -> ToolStep:
+    tool, package = SOURCE_TOOL[ctx.source]
+    return ToolStep(tool=tool, version=version_of(package), detail=f"{type(ctx.model).__name__} ({ctx.spec.name})")
+
+
+def variant_config(pathway: Pathway, ctx: ExportContext, exported: Exported) -> VariantConfig:
+    spec = ctx.spec
+    tolerance = pathway.tolerance
+    if pathway.precision == "fp32" and spec.tolerance is not None:
+        tolerance = spec.tolerance
+    # Model code for formats that hold weights only (torch-eager) or need registered classes (a .keras file).
+    entry = spec.torch_entry if pathway.format in ("torch-eager", "keras") else None
     return VariantConfig(
-        name=pathway.name, model=spec.name, format=pathway.format, runtime=pathway.runtime_step(),
-        source_framework=pathway.source, precision=pathway.precision,
-        pathway=[SOURCE_ROOT[pathway.source], *exported.steps], support=pathway.support,
+        name=spec.variant_prefix + pathway.name, model=spec.name, format=pathway.format,
+        runtime=pathway.runtime_step(), source_framework=pathway.source, precision=pathway.precision,
+        pathway=[source_step(ctx), *exported.steps], support=pathway.support,
         inputs=list(spec.inputs), outputs=list(spec.outputs), dynamic_batch=exported.dynamic_batch,
-        max_batch=exported.max_batch, batch_note=exported.batch_note,
-        entry=spec.torch_entry if pathway.format == "torch-eager" else None, tolerance=pathway.tolerance,
+        max_batch=exported.max_batch, batch_note=exported.batch_note, entry=entry, tolerance=tolerance,
         notes=exported.notes,
     )
 
 
-def load_context(trained: Path, scratch: Path, spec: ModelSpec = DIGITS, seed: int = 0) -> ExportContext:
-    for name in (TORCH_WEIGHTS, KERAS_MODEL):
-        if not (trained / name).exists():
-            raise CrossdeployError(f"{trained / name} does not exist: run `crossdeploy train` first")
-    return ExportContext(
-        spec=spec, torch_model=load_torch(trained / TORCH_WEIGHTS), keras_model=load_keras(trained / KERAS_MODEL),
-        example=np.array(load_split(seed).x_train[:4]), calibration=calibration_batch(seed), scratch=scratch,
-    )
-
-
-def export_all(repository: ModelRepository, trained: Path, variants: list[str] | None = None,
-               spec: ModelSpec = DIGITS, seed: int = 0) -> list[ExportOutcome]:
-    wanted = select(variants)
-    names = {p.name for p in wanted}
-    needed = names | {NEEDS[n] for n in names if n in NEEDS}
+def export_all(repository: ModelRepository, specs: list[LoadedSpec], variants: list[str] | None = None) -> list[ExportOutcome]:
+    chosen = select(specs, variants)
     repository.root.mkdir(parents=True, exist_ok=True)
     outcomes: list[ExportOutcome] = []
-    with tempfile.TemporaryDirectory(prefix="crossdeploy-export-") as scratch:
-        ctx = load_context(trained, Path(scratch), spec, seed)
-        with Progress(TextColumn("[bold]export {task.fields[variant]:<18}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn()) as progress:
-            task = progress.add_task("export", total=len(needed), variant="")
-            for pathway in [p for p in PATHWAYS if p.name in needed]:
-                progress.update(task, variant=pathway.name)
-                outcomes.append(_export_one(repository, pathway, ctx, keep=pathway.name in names))
-                progress.advance(task)
-    return [o for o in outcomes if o.name in names]
+    plans = []
+    for loaded in specs:
+        names = {p.name for p in chosen[loaded.spec.name + ":" + loaded.framework]}
+        needed = names | {NEEDS[n] for n in names if n in NEEDS}
+        plans.append((loaded, names, [p for p in PATHWAYS if p.name in needed]))
+    with Progress(TextColumn("[bold]export {task.fields[variant]:<30}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn()) as progress:
+        task = progress.add_task("export", total=sum(len(p[2]) for p in plans), variant="")
+        for loaded, names, pathways in plans:
+            with tempfile.TemporaryDirectory(prefix="crossdeploy-export-") as scratch:
+                ctx = context_for(loaded, Path(scratch))
+                for pathway in pathways:
+                    progress.update(task, variant=loaded.spec.variant(pathway.name))
+                    outcome = export_one(repository, pathway, ctx, keep=pathway.name in names)
+                    if pathway.name in names:
+                        outcomes.append(outcome)
+                    progress.advance(task)
+    return outcomes
 
 
-def _export_one(repository: ModelRepository, pathway: Pathway, ctx: ExportContext, keep: bool) -> ExportOutcome:
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+def first_lines(exc: BaseException, count: int = 4, width: int = 240) -> str:
+    """A tool's own message: its first non-empty lines, each cut to `width`. A message that carries a traceback
+    (TorchScript's) is led by its last line, which names the error."""
+    lines = [line.strip()[:width] for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if len(lines) > count and any("Traceback" in line for line in lines):
+        return "\n".join([lines[-1], *lines[: count - 1]])
+    return "\n".join(lines[:count])
+
+
+def export_one(repository: ModelRepository, pathway: Pathway, ctx: ExportContext, keep: bool,
+               detail: bool = False) -> ExportOutcome:
+    """`detail`: the error keeps the tool's first lines (the matrix report) instead of one line (the CLI)."""
     start = time.perf_counter()
-    staged = repository.staging_dir(pathway.name)
+    name = ctx.spec.variant_prefix + pathway.name
+    staged = repository.staging_dir(name)
     try:
         exported = pathway.exporter_function()(ctx, staged)
         if not keep:  # only built because a selected pathway converts its ONNX file
             shutil.rmtree(staged)
-            return ExportOutcome(pathway.name, None, False, 0, time.perf_counter() - start)
-        record, added = repository.add(_config(pathway, ctx.spec, exported), staged)
+            return ExportOutcome(name, None, False, 0, time.perf_counter() - start, pathway=pathway.name)
+        record, added = repository.add(variant_config(pathway, ctx, exported), staged)
     except Exception as exc:  # any converter's failure is reported for this pathway only
         shutil.rmtree(staged, ignore_errors=True)
-        message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        return ExportOutcome(pathway.name, None, False, 0, time.perf_counter() - start, error=message)
+        return ExportOutcome(name, None, False, 0, time.perf_counter() - start, error=(first_lines if detail else first_line)(exc), pathway=pathway.name)
     size = sum(f.size for f in record.files)
-    return ExportOutcome(pathway.name, record.version, added, size, time.perf_counter() - start)
+    return ExportOutcome(name, record.version, added, size, time.perf_counter() - start, pathway=pathway.name)
 
 
 def raise_failures(outcomes: list[ExportOutcome]) -> None:
     failed = [o for o in outcomes if o.error]
     if failed:
         raise ExportError(", ".join(o.name for o in failed), "; ".join(f"{o.name}: {o.error}" for o in failed))
+
+
+__all__ = ["FLOAT_TOLERANCE", "builtin_specs", "context_for", "export_all", "export_one", "raise_failures"]

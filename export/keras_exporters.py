@@ -18,10 +18,13 @@ FIXED_DATE = "1980-01-01@00:00:00"
 
 
 def serving_function(ctx: ExportContext):
-    """The Keras model as a tf.function with the contract's names: input `image`, output `logits`."""
-    model = ctx.keras_model
+    """The Keras model as a tf.function with the contract's names (digits: input `image`, output `logits`)."""
+    model = ctx.model
     spec = ctx.spec.inputs[0]
-    signature = [tf.TensorSpec([None, *spec.shape[1:]], tf.float32, name=spec.name)]
+    from .modelspec import DATATYPES
+
+    batch = None if spec.shape[0] == -1 else spec.shape[0]
+    signature = [tf.TensorSpec([batch, *spec.shape[1:]], tf.as_dtype(DATATYPES[spec.datatype]), name=spec.name)]
     output = ctx.spec.outputs[0].name
 
     @tf.function(input_signature=signature, autograph=False)
@@ -55,21 +58,21 @@ def drop_fingerprint(savedmodel: Path) -> None:
 
 
 def export_keras(ctx: ExportContext, out: Path) -> Exported:
-    ctx.keras_model.save(out / "model.keras")
+    ctx.model.save(out / "model.keras")
     _reproducible_keras_zip(out / "model.keras")
     return Exported(steps=[ToolStep(tool="tf_keras model.save", version=version_of("tf-keras"), detail=".keras zip")])
 
 
 def export_savedmodel(ctx: ExportContext, out: Path) -> Exported:
     serve, _ = serving_function(ctx)
-    tf.saved_model.save(ctx.keras_model, str(out / "model.savedmodel"), signatures={"serving_default": serve})
+    tf.saved_model.save(ctx.model, str(out / "model.savedmodel"), signatures={"serving_default": serve})
     drop_fingerprint(out / "model.savedmodel")
     return Exported(steps=[ToolStep(tool="tf.saved_model.save", version=version_of("tensorflow"), detail="signature serving_default")])
 
 
 def _converter(ctx: ExportContext):
     serve, _ = serving_function(ctx)
-    return tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], ctx.keras_model)
+    return tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], ctx.model)
 
 
 def export_tflite(ctx: ExportContext, out: Path) -> Exported:

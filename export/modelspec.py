@@ -5,11 +5,14 @@ line naming the field and what was expected (`SpecError`, CLI exit code 2).
     name = "my-model"
     framework = "pytorch"                      # or "keras"
     factory = "my_package.models:build"        # returns an nn.Module / a Keras model
-    weights = "weights.pt"                     # optional, relative to the spec file
-    required = ["torch-onnx"]                  # pathways whose failure fails the run
+    weights = "weights.pt"                     # optional, relative to the spec file ({workdir} expands)
+    required = ["torch-onnx"]                  # pathways whose failure fails the run ("all": every one)
+    opset = 18                                 # optional: the ONNX opset asked of the PyTorch exporter
+    variant_prefix = "my-model-"               # optional: served as my-model-torch-onnx, ... (default name + "-")
     [[inputs]]  name = "x"  datatype = "FP32"  shape = [-1, 8, 8]
     [[outputs]] name = "y"  datatype = "FP32"  shape = [-1, 10]
     [samples]   file = "samples.npz"           # arrays x (and optional y); or loader = "module:function"
+                calibration = "module:function"  # optional int8 calibration inputs (default: the samples)
     [tolerance] atol = 1e-4  rtol = 1e-3
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 import tomllib
 from pathlib import Path
 from typing import Callable, Literal
@@ -61,13 +65,15 @@ class Samples(BaseModel):
     model_config = ConfigDict(extra="forbid")
     file: str | None = None
     loader: str | None = None
+    calibration: str | None = None  # "module:function" returning int8 calibration inputs (never the test samples)
 
     @model_validator(mode="after")
     def _one(self) -> "Samples":
         if (self.file is None) == (self.loader is None):
             raise ValueError("give exactly one of 'file' (.npy or .npz) or 'loader' (module:function)")
-        if self.loader is not None and not FACTORY.match(self.loader):
-            raise ValueError(f"loader must look like 'package.module:function', got {self.loader!r}")
+        for field, value in (("loader", self.loader), ("calibration", self.calibration)):
+            if value is not None and not FACTORY.match(value):
+                raise ValueError(f"{field} must look like 'package.module:function', got {value!r}")
         return self
 
 
@@ -82,6 +88,45 @@ class ModelSpecFile(BaseModel):
     samples: Samples
     tolerance: Tolerance = Tolerance(atol=1e-4, rtol=1e-3, min_agreement=1.0)
     required: list[str] = []
+    opset: int = Field(18, ge=13, le=23)
+    variant_prefix: str | None = Field(None, pattern=r"^[a-z0-9-]*$")
+    description: str = ""
+
+    @field_validator("inputs", "outputs")
+    @classmethod
+    def _one_tensor(cls, tensors: list[Signature], info) -> list[Signature]:
+        if len(tensors) != 1:
+            raise ValueError(f"the exporters take one {info.field_name[:-1]} tensor per model; this spec declares {len(tensors)}")
+        return tensors
+
+    @field_validator("required")
+    @classmethod
+    def _required(cls, names: list[str]) -> list[str]:
+        from .pathways import BY_NAME
+
+        unknown = [n for n in names if n != "all" and n not in BY_NAME]
+        if unknown:
+            raise ValueError(f"unknown pathway(s) {', '.join(unknown)}; known: all, {', '.join(BY_NAME)}")
+        return names
+
+    @model_validator(mode="after")
+    def _required_source(self) -> "ModelSpecFile":
+        from .pathways import BY_NAME
+
+        foreign = [n for n in self.required if n != "all" and BY_NAME[n].source != self.framework]
+        if foreign:
+            raise ValueError(f"required: {', '.join(foreign)} start(s) from the other framework, not {self.framework}")
+        return self
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.name}-" if self.variant_prefix is None else self.variant_prefix
+
+    def variant(self, pathway: str) -> str:
+        return f"{self.prefix}{pathway}"
+
+    def is_required(self, pathway: str) -> bool:
+        return "all" in self.required or pathway in self.required
 
     @field_validator("factory")
     @classmethod
@@ -100,6 +145,15 @@ class LoadedSpec(BaseModel):
     weights: Path | None
     x: dict[str, np.ndarray]
     y: np.ndarray | None
+    calibration: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def framework(self) -> str:
+        return self.spec.framework
 
 
 def resolve(reference: str, path: Path, field: str) -> Callable:
@@ -114,9 +168,18 @@ def resolve(reference: str, path: Path, field: str) -> Callable:
     return function
 
 
+def call(reference: str, path: Path, field: str):
+    function = resolve(reference, path, field)
+    try:
+        return function()
+    except Exception as exc:  # a user's loader can raise anything
+        text = str(exc).strip()
+        raise SpecError(str(path), f"{field}: {reference}() raised: {text.splitlines()[0][:200] if text else type(exc).__name__}") from exc
+
+
 def _read_samples(spec: ModelSpecFile, path: Path) -> tuple[object, object]:
     if spec.samples.loader:
-        produced = resolve(spec.samples.loader, path, "samples.loader")()
+        produced = call(spec.samples.loader, path, "samples.loader")
         return produced if isinstance(produced, tuple) else (produced, None)
     file = (path.parent / spec.samples.file).resolve()
     if not file.is_file():
@@ -155,8 +218,23 @@ def _check_samples(spec: ModelSpecFile, path: Path, x: object, y: object) -> tup
     return checked, labels
 
 
-def load_spec(path: Path | str) -> LoadedSpec:
-    path = Path(path)
+def _calibration(spec: ModelSpecFile, path: Path, x: dict[str, np.ndarray]) -> np.ndarray:
+    signature = spec.inputs[0]
+    if not spec.samples.calibration:
+        return x[signature.name]
+    produced = np.asarray(call(spec.samples.calibration, path, "samples.calibration"))
+    if list(produced.shape[1:]) != signature.shape[1:] or produced.ndim != len(signature.shape) or not len(produced):
+        raise SpecError(str(path), f"samples.calibration: shape {list(produced.shape)}, expected [N >= 1, "
+                                   f"{', '.join(map(str, signature.shape[1:]))}]")
+    return np.ascontiguousarray(produced, dtype=DATATYPES[signature.datatype])
+
+
+def load_spec(path: Path | str, workdir: Path | str | None = None, require_weights: bool = True) -> LoadedSpec:
+    """`workdir` fills `{workdir}` in the weights path (default: CROSSDEPLOY_WORKDIR, else ./build). The spec's
+    folder is importable, so a factory module may sit next to the spec."""
+    path = Path(path).resolve() if Path(path).exists() else Path(path)
+    if path.parent.is_dir() and str(path.parent) not in sys.path:
+        sys.path.append(str(path.parent))
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError as exc:
@@ -172,39 +250,79 @@ def load_spec(path: Path | str) -> LoadedSpec:
         raise SpecError(str(path), f"{where}: {message}") from exc
     weights = None
     if spec.weights:
-        weights = (path.parent / spec.weights).resolve()
-        if not weights.is_file():
-            raise SpecError(str(path), f"weights: {weights} does not exist")
+        if workdir is None:
+            from crossdeploy.settings import Settings
+
+            workdir = Settings().workdir
+        weights = (path.parent / spec.weights.replace("{workdir}", str(workdir))).resolve()
+        if require_weights and not weights.is_file():
+            hint = " (run `crossdeploy train` for the built-in models)" if "{workdir}" in spec.weights else ""
+            raise SpecError(str(path), f"weights: {weights} does not exist{hint}")
     resolve(spec.factory, path, "factory")
     x, y = _check_samples(spec, path, *_read_samples(spec, path))
-    return LoadedSpec(path=path, spec=spec, weights=weights, x=x, y=y)
+    return LoadedSpec(path=path, spec=spec, weights=weights, x=x, y=y, calibration=_calibration(spec, path, x))
+
+
+def _load_weights(loaded: LoadedSpec, model) -> None:
+    try:
+        if loaded.spec.framework == "pytorch":
+            import torch
+
+            model.load_state_dict(torch.load(loaded.weights, map_location="cpu", weights_only=True))
+        else:
+            model.load_weights(str(loaded.weights))
+    except Exception as exc:  # a state_dict for another architecture, a file of another format
+        raise SpecError(str(loaded.path), f"weights: {loaded.weights} does not fit the model the factory builds: "
+                                          f"{_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+def run_source(framework: str, model, x: np.ndarray) -> list[np.ndarray]:
+    """The source model itself on `x`: the reference every pathway is compared with."""
+    if framework == "pytorch":
+        import torch
+
+        with torch.inference_mode():
+            produced = model(torch.from_numpy(np.ascontiguousarray(x)))
+        return [t.numpy() for t in (produced if isinstance(produced, (tuple, list)) else [produced])]
+    produced = model(x, training=False)
+    return [np.asarray(t) for t in (produced if isinstance(produced, (tuple, list)) else [produced])]
 
 
 def build_model(loaded: LoadedSpec):
     """The model the factory returns, with its weights, checked against the spec on two samples: a model that
     does not take the declared inputs or does not return the declared outputs is refused here, not mid-export."""
     spec, path = loaded.spec, loaded.path
-    model = resolve(spec.factory, path, "factory")()
-    feed = {k: v[:2] for k, v in loaded.x.items()}
     try:
-        if spec.framework == "pytorch":
-            import torch
+        model = resolve(spec.factory, path, "factory")()
+    except SpecError:
+        raise
+    except Exception as exc:
+        raise SpecError(str(path), f"factory: {spec.factory}() raised: {_first_line(exc)}") from exc
+    if spec.framework == "pytorch":
+        import torch
 
-            if loaded.weights:
-                model.load_state_dict(torch.load(loaded.weights, weights_only=True))
-            model.eval()
-            with torch.inference_mode():
-                produced = model(*(torch.from_numpy(v) for v in feed.values()))
-            values = [t.numpy() for t in (produced if isinstance(produced, (tuple, list)) else [produced])]
-        else:
-            if loaded.weights:
-                model.load_weights(str(loaded.weights))
-            produced = model([*feed.values()] if len(feed) > 1 else next(iter(feed.values())), training=False)
-            values = [np.asarray(t) for t in (produced if isinstance(produced, (tuple, list)) else [produced])]
+        if not isinstance(model, torch.nn.Module):
+            raise SpecError(str(path), f"factory: {spec.factory}() returned {type(model).__name__}, expected a torch.nn.Module")
+    else:
+        import tf_keras
+
+        if not isinstance(model, tf_keras.Model):
+            raise SpecError(str(path), f"factory: {spec.factory}() returned {type(model).__name__}, expected a tf_keras Model "
+                                       "(Keras 2 API: `import tf_keras`)")
+    if loaded.weights:
+        _load_weights(loaded, model)
+    if spec.framework == "pytorch":
+        model.eval()
+    feed = next(iter(loaded.x.values()))[:2]
+    try:
+        values = run_source(spec.framework, model, feed)
     except Exception as exc:  # whatever the framework raises for a mismatched input, in one line
-        shapes = {k: list(v.shape) for k, v in feed.items()}
-        raise SpecError(str(path), f"inputs: the model does not accept samples shaped {shapes}: "
-                                   f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from exc
+        raise SpecError(str(path), f"inputs: the model does not accept samples shaped {list(feed.shape)}: {_first_line(exc)}") from exc
     if len(values) != len(spec.outputs):
         raise SpecError(str(path), f"outputs: the model returns {len(values)} output(s), the spec declares {len(spec.outputs)}")
     for value, signature in zip(values, spec.outputs):

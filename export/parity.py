@@ -15,12 +15,12 @@ from datetime import datetime, timezone
 import numpy as np
 
 from crossdeploy.errors import CrossdeployError, ParityError
-from crossdeploy.models.data import load_split
 
-from .pathways import BY_NAME, EAGER_REFERENCE
+from .pathways import BY_NAME
 from .repository import ModelRepository, OutputParity, ParityResult, VariantConfig
 from .spec import Tolerance
 
+EAGER_FORMAT = {"pytorch": "torch-eager", "keras": "keras"}
 REL_FLOOR = 1e-3  # max_rel divides by max(|b|, REL_FLOOR): logits this close to zero carry no relative meaning
 
 
@@ -107,44 +107,83 @@ class ParityRun:
         return [f for v in self.variants for f in v.result.failures]
 
 
-def run_parity(repository: ModelRepository, variants: list[str] | None = None, seed: int = 0, threads: int = 2,
-               tolerances: dict[str, Tolerance] | None = None, write: bool = True, progress=None) -> ParityRun:
-    """Runs every (or the named) variant on the test split and writes each result into its config."""
+def samples_by_model(specs) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    return {loaded.spec.name: (next(iter(loaded.x.values())), loaded.y) for loaded in specs}
+
+
+def builtin_samples() -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """The built-in specs' samples (models/specs/*.toml), weights not needed."""
+    from .modelspec import load_spec
+    from .spec import BUILTIN_SPECS
+
+    return samples_by_model(load_spec(p, require_weights=False) for p in sorted(BUILTIN_SPECS.glob("*.toml")))
+
+
+def reference_of(config: VariantConfig, configs: list[VariantConfig]) -> str | None:
+    """The eager variant of the same model and source framework: what every other variant is checked against."""
+    eager = EAGER_FORMAT[config.source_framework]
+    return next((c.name for c in configs if c.model == config.model and c.source_framework == config.source_framework
+                 and c.format == eager), None)
+
+
+def pathway_order(config: VariantConfig) -> tuple:
+    order = {name: i for i, name in enumerate(BY_NAME)}
+    pathway = max((p for p in BY_NAME if config.name.endswith(p)), key=len, default=config.name)
+    return (config.model, order.get(pathway, len(order)), config.name)
+
+
+def run_parity(repository: ModelRepository, variants: list[str] | None = None, threads: int = 2,
+               tolerances: dict[str, Tolerance] | None = None, write: bool = True, progress=None,
+               samples: dict[str, tuple[np.ndarray, np.ndarray | None]] | None = None) -> ParityRun:
+    """Runs every (or the named) variant on its model's samples (default: the built-in specs' test split) and
+    writes each result into its config."""
     from crossdeploy.serving.runtimes import open_runtime
 
-    order = {name: i for i, name in enumerate(BY_NAME)}
-    names = sorted(variants or repository.names(), key=lambda n: (order.get(n, len(order)), n))
-    unknown = [n for n in names if n not in repository.names()]
+    unknown = [n for n in variants or [] if n not in repository.names()]
     if unknown:
         raise CrossdeployError(f"variant(s) not in the repository {repository.root}: {', '.join(unknown)}")
-    split = load_split(seed)
-    feed = {"image": np.array(split.x_test)}
+    samples = samples if samples is not None else builtin_samples()
+    configs = repository.list()
+    chosen = [c for c in configs if (not variants or c.name in variants) and c.model in samples]
+    if variants and len(chosen) < len(variants):
+        missing = sorted(set(variants) - {c.name for c in chosen})
+        raise CrossdeployError(f"no samples for the model(s) of {', '.join(missing)}: give their spec")
+    chosen.sort(key=pathway_order)
+    references = {c.name: reference_of(c, configs) for c in chosen}
+    lacking = [n for n, r in references.items() if r is None]
+    if lacking:
+        raise CrossdeployError(f"no eager reference variant in the repository for {', '.join(lacking)}")
     outputs: dict[str, tuple] = {}
-    needed = list(dict.fromkeys(names + [EAGER_REFERENCE[repository.config(n).source_framework] for n in names]))
-    for name in needed:
+    for name in dict.fromkeys([c.name for c in chosen] + list(references.values())):
+        model = repository.config(name).model
         runtime = open_runtime(repository, name, threads=threads).load()
         try:
-            outputs[name] = (runtime.config, runtime.version.version, runtime.predict(feed))
+            outputs[name] = (runtime.config, runtime.version.version, runtime.predict({runtime.config.inputs[0].name: samples[model][0]}))
         finally:
             runtime.unload()
         if progress:
             progress(name)
     results = []
-    for name in names:
-        config, version, got = outputs[name]
-        reference = EAGER_REFERENCE[config.source_framework]
-        tolerance = (tolerances or {}).get(name, config.tolerance)
-        result = check_parity(outputs[reference][2], got, tolerance, split.y_test, variant=name, reference_name=reference)
+    for config in chosen:
+        _, version, got = outputs[config.name]
+        reference = references[config.name]
+        tolerance = (tolerances or {}).get(config.name, config.tolerance)
+        labels = samples[config.model][1]
+        result = check_parity(outputs[reference][2], got, tolerance, labels, variant=config.name, reference_name=reference)
         first = config.outputs[0].name
         diffs = np.abs(got[first].astype(np.float64) - outputs[reference][2][first]).ravel()
         results.append(VariantParity(config, version, result, diffs))
         if write:
-            repository.set_parity(name, version, result)
-    eager = [outputs.get(EAGER_REFERENCE[s]) for s in ("pytorch", "keras")]
+            repository.set_parity(config.name, version, result)
     cross = None
-    if all(eager):
-        cross = float((eager[0][2]["logits"].argmax(-1) == eager[1][2]["logits"].argmax(-1)).mean())
-    return ParityRun(results, cross, len(split.y_test))
+    eager = {}
+    for config in chosen:
+        if references[config.name] == config.name:
+            eager.setdefault(config.model, {})[config.source_framework] = outputs[config.name][2][config.outputs[0].name]
+    pairs = [e for e in eager.values() if len(e) == 2]
+    if pairs:
+        cross = float((pairs[0]["pytorch"].argmax(-1) == pairs[0]["keras"].argmax(-1)).mean())
+    return ParityRun(results, cross, len(next(iter(samples.values()))[0]))
 
 
 def raise_on_failure(run: ParityRun) -> None:

@@ -80,8 +80,3 @@ PATHWAYS: tuple[Pathway, ...] = (
 )
 
 BY_NAME = {p.name: p for p in PATHWAYS}
-EAGER_REFERENCE = {"pytorch": "torch-eager", "keras": "keras-eager"}
-SOURCE_ROOT = {
-    "pytorch": ToolStep(tool="torch", version=version_of("torch"), detail="DigitsCNN (nn.Module)"),
-    "keras": ToolStep(tool="tf_keras", version=version_of("tf-keras"), detail="digits_cnn (functional Model)"),
-}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
@@ -31,12 +32,16 @@ INT8_TOLERANCE = Tolerance(min_agreement=0.98, max_accuracy_drop=0.02)
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """The contract the exporters need, taken from a model spec file (export/modelspec.py)."""
+
     name: str
     inputs: tuple[TensorSignature, ...]
     outputs: tuple[TensorSignature, ...]
     opset: int
     num_classes: int
-    torch_entry: str  # "module:function" that builds the nn.Module the torch-eager state_dict belongs to
+    torch_entry: str  # "module:function" that builds the model (torch-eager: the state_dict's architecture)
+    tolerance: Tolerance | None = None  # the spec's float tolerance (None: FLOAT_TOLERANCE)
+    variant_prefix: str = ""  # variant names are <prefix><pathway>
 
 
 DIGITS = ModelSpec(
@@ -47,3 +52,4 @@ DIGITS = ModelSpec(
     num_classes=10,
     torch_entry="crossdeploy.models.torch_cnn:build",
 )
+BUILTIN_SPECS = Path(__file__).resolve().parents[1] / "models" / "specs"

@@ -31,11 +31,11 @@ def _dynamic(ctx: ExportContext, maximum: int = MAX_BATCH) -> dict:
 
 
 def _exported_program(ctx: ExportContext, maximum: int = MAX_BATCH):
-    return torch.export.export(ctx.torch_model, _example(ctx), dynamic_shapes=_dynamic(ctx, maximum), strict=False)
+    return torch.export.export(ctx.model, _example(ctx), dynamic_shapes=_dynamic(ctx, maximum), strict=False)
 
 
 def export_state_dict(ctx: ExportContext, out: Path) -> Exported:
-    torch.save(ctx.torch_model.state_dict(), out / "model.pt")
+    torch.save(ctx.model.state_dict(), out / "model.pt")
     return Exported(steps=[ToolStep(tool="torch.save", version=version_of("torch"), detail="state_dict; model code named in 'entry'")])
 
 
@@ -53,7 +53,7 @@ def save_torchscript(module, example: tuple, path: Path) -> None:
 
 
 def export_torchscript(ctx: ExportContext, out: Path) -> Exported:
-    save_torchscript(ctx.torch_model, _example(ctx), out / "model.pt")
+    save_torchscript(ctx.model, _example(ctx), out / "model.pt")
     return Exported(steps=[ToolStep(tool="torch.jit.trace", version=version_of("torch"), detail="TorchScript")])
 
 
@@ -83,7 +83,7 @@ def export_onnx(ctx: ExportContext, out: Path) -> Exported:
     path = out / "model.onnx"
     with contextlib.redirect_stdout(io.StringIO()):
         torch.onnx.export(
-            ctx.torch_model, _example(ctx), str(path),
+            ctx.model, _example(ctx), str(path),
             input_names=[s.name for s in ctx.spec.inputs], output_names=[s.name for s in ctx.spec.outputs],
             dynamic_shapes=_dynamic(ctx), opset_version=ctx.spec.opset, external_data=False, dynamo=True,
             verbose=False,

@@ -41,3 +41,14 @@ def load_split(seed: int = 0) -> Split:
 def calibration_batch(seed: int = 0, count: int = 200) -> np.ndarray:
     """A deterministic slice of the training split for int8 calibration (never the test split)."""
     return np.ascontiguousarray(load_split(seed).x_train[:count])
+
+
+def test_samples() -> tuple[np.ndarray, np.ndarray]:
+    """The built-in specs' samples: the seed-0 test split (images, labels)."""
+    split = load_split(0)
+    return np.array(split.x_test), np.array(split.y_test)
+
+
+def calibration_samples() -> np.ndarray:
+    """The built-in specs' int8 calibration inputs: 200 training images (seed-0 split)."""
+    return calibration_batch(0)

@@ -1,4 +1,6 @@
-"""Seeded, deterministic training of both CNNs on the shared split, with a progress bar."""
+"""Seeded, deterministic training of the built-in models (the digits CNN and the digits transformer, each in
+PyTorch and in Keras) on the shared split, with a progress bar. The weights land where the built-in model specs
+(models/specs/*.toml) read them: `<workdir>/trained/<file>`."""
 
 from __future__ import annotations
 
@@ -11,14 +13,37 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .data import load_split
 
-TORCH_WEIGHTS = "torch_cnn.pt"
-KERAS_MODEL = "keras_cnn.keras"
 BATCH_SIZE = 32
 LEARNING_RATE = 1e-3
 
 
 @dataclass(frozen=True)
+class Builtin:
+    model: str  # the model name in its spec
+    framework: str  # "pytorch" | "keras"
+    builder: str  # module inside crossdeploy.models with a build() function
+    weights: str  # file name under <workdir>/trained/ (a state_dict, or Keras .weights.h5)
+
+
+BUILTINS = (
+    Builtin("digits-cnn", "pytorch", "torch_cnn", "torch_cnn.pt"),
+    Builtin("digits-cnn", "keras", "keras_cnn", "keras_cnn.weights.h5"),
+    Builtin("digits-transformer", "pytorch", "torch_transformer", "torch_transformer.pt"),
+    Builtin("digits-transformer", "keras", "keras_transformer", "keras_transformer.weights.h5"),
+)
+TORCH_WEIGHTS = BUILTINS[0].weights
+KERAS_WEIGHTS = BUILTINS[1].weights
+
+
+def _builder(builtin: Builtin):
+    import importlib
+
+    return importlib.import_module(f"crossdeploy.models.{builtin.builder}").build
+
+
+@dataclass(frozen=True)
 class TrainResult:
+    model: str
     framework: str
     path: Path
     test_accuracy: float
@@ -33,11 +58,10 @@ def _progress() -> Progress:
     )
 
 
-def train_torch(out_dir: Path, epochs: int, seed: int = 0) -> TrainResult:
+def train_torch(out_dir: Path, epochs: int, seed: int = 0, builtin: Builtin = BUILTINS[0]) -> TrainResult:
     import torch
 
-    from .torch_cnn import build
-
+    build = _builder(builtin)
     start = time.perf_counter()
     split = load_split(seed)
     torch.manual_seed(seed)
@@ -50,7 +74,7 @@ def train_torch(out_dir: Path, epochs: int, seed: int = 0) -> TrainResult:
     y = torch.from_numpy(np.array(split.y_train))
     generator = torch.Generator().manual_seed(seed)
     with _progress() as progress:
-        task = progress.add_task("train PyTorch CNN", total=epochs, status="")
+        task = progress.add_task(f"train {builtin.model} (PyTorch)", total=epochs, status="")
         for _ in range(epochs):
             model.train()
             order = torch.randperm(len(x), generator=generator)
@@ -68,18 +92,17 @@ def train_torch(out_dir: Path, epochs: int, seed: int = 0) -> TrainResult:
     with torch.no_grad():
         predicted = model(torch.from_numpy(np.array(split.x_test))).argmax(1).numpy()
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / TORCH_WEIGHTS
+    path = out_dir / builtin.weights
     torch.save(model.state_dict(), path)
     accuracy = float((predicted == split.y_test).mean())
-    return TrainResult("pytorch", path, accuracy, epochs, time.perf_counter() - start)
+    return TrainResult(builtin.model, "pytorch", path, accuracy, epochs, time.perf_counter() - start)
 
 
-def train_keras(out_dir: Path, epochs: int, seed: int = 0) -> TrainResult:
+def train_keras(out_dir: Path, epochs: int, seed: int = 0, builtin: Builtin = BUILTINS[1]) -> TrainResult:
     import tf_keras as keras
     from tensorflow.python.framework import config as tf_config
 
-    from .keras_cnn import build
-
+    build = _builder(builtin)
     start = time.perf_counter()
     split = load_split(seed)
     keras.utils.set_random_seed(seed)
@@ -91,7 +114,7 @@ def train_keras(out_dir: Path, epochs: int, seed: int = 0) -> TrainResult:
         metrics=["accuracy"],
     )
     with _progress() as progress:
-        task = progress.add_task("train Keras CNN  ", total=epochs, status="")
+        task = progress.add_task(f"train {builtin.model} (Keras)  ", total=epochs, status="")
 
         class _Report(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
@@ -104,24 +127,27 @@ def train_keras(out_dir: Path, epochs: int, seed: int = 0) -> TrainResult:
     tf_config.disable_op_determinism()  # exporters later in the process must not see it (no public API)
     logits = model.predict(np.array(split.x_test), verbose=0)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / KERAS_MODEL
-    model.save(path)
+    path = out_dir / builtin.weights
+    model.save_weights(path)
     accuracy = float((logits.argmax(1) == split.y_test).mean())
-    return TrainResult("keras", path, accuracy, epochs, time.perf_counter() - start)
+    return TrainResult(builtin.model, "keras", path, accuracy, epochs, time.perf_counter() - start)
 
 
-def load_torch(path: Path):
-    """The trained PyTorch model, eval mode, from a state_dict loaded with weights_only=True."""
+def train_builtin(builtin: Builtin, out_dir: Path, epochs: int, seed: int = 0) -> TrainResult:
+    trainer = train_torch if builtin.framework == "pytorch" else train_keras
+    return trainer(out_dir, epochs, seed, builtin)
+
+
+def load_torch(path: Path, builtin: Builtin = BUILTINS[0]):
+    """A trained built-in PyTorch model, eval mode, from a state_dict loaded with weights_only=True."""
     import torch
 
-    from .torch_cnn import build
-
-    model = build()
+    model = _builder(builtin)()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()
 
 
-def load_keras(path: Path):
-    import tf_keras as keras
-
-    return keras.models.load_model(path, compile=False)
+def load_keras(path: Path, builtin: Builtin = BUILTINS[1]):
+    model = _builder(builtin)()
+    model.load_weights(str(path))
+    return model

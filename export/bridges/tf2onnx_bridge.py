@@ -1,4 +1,10 @@
-"""Keras -> ONNX with tf2onnx, from the same named tf.function the SavedModel serves."""
+"""Keras -> ONNX with tf2onnx, from the same named tf.function the SavedModel serves.
+
+tf2onnx has no handler for TensorFlow's Erfc (Keras' exact GELU is 0.5·x·erfc(−x/√2)); it logs the op as
+unsupported and still writes a graph onnxruntime refuses. The fix goes through tf2onnx's own extension point,
+`custom_op_handlers`: Erfc(x) becomes 1 − Erf(x), and the variant's notes say so. Any op tf2onnx leaves behind
+fails the export with onnx's checker message instead of producing an unloadable file.
+"""
 
 from __future__ import annotations
 
@@ -47,14 +53,46 @@ def canonical_names(model):
     return model
 
 
+ERFC_NOTE = ("tf2onnx has no converter for TensorFlow's Erfc (exact GELU); applied through its custom_op_handlers: "
+             "Erfc(x) = 1 - Erf(x)")
+
+
+def _erfc_handler(used: list[str]):
+    def handler(graph, node, name, args):
+        import numpy as np
+        from tf2onnx import utils
+
+        node.type = "Erf"
+        one = graph.make_const(utils.make_name(f"{node.name}_one"), np.array(1.0, np.float32))
+        negated = graph.insert_new_node_on_output("Neg", node.output[0], name=utils.make_name(f"{node.name}_neg"))
+        graph.insert_new_node_on_output("Add", negated.output[0], inputs=[negated.output[0], one.output[0]],
+                                        name=utils.make_name(f"{node.name}_one_minus"))
+        used.append(node.name)
+        return node
+
+    return handler
+
+
 def export_onnx_from_keras(ctx: ExportContext, out: Path) -> Exported:
     import onnx
     import tf2onnx
 
+    from crossdeploy.errors import ExportError
+
     serve, signature = serving_function(ctx)
     path = out / "model.onnx"
-    model, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=TF2ONNX_OPSET)
+    rewritten: list[str] = []
+    model, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=TF2ONNX_OPSET,
+                                             custom_op_handlers={"Erfc": (_erfc_handler(rewritten), [])})
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        left = sorted({n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type)})
+        raise ExportError("keras-onnx", f"tf2onnx could not convert op(s) {', '.join(left) or '?'}: "
+                                        f"{str(exc).strip().splitlines()[0]}") from exc
     onnx.save(canonical_names(model), str(path))
     shutil.copyfile(path, ctx.scratch / "keras.onnx")
     ctx.intermediates["keras-onnx"] = ctx.scratch / "keras.onnx"
-    return Exported(steps=[ToolStep(tool="tf2onnx", version=version_of("tf2onnx"), detail=f"opset {TF2ONNX_OPSET}")])
+    ctx.workarounds["keras-onnx"] = [f"{ERFC_NOTE} ({len(rewritten)} node(s))"] if rewritten else []
+    return Exported(steps=[ToolStep(tool="tf2onnx", version=version_of("tf2onnx"), detail=f"opset {TF2ONNX_OPSET}")],
+                    notes=list(ctx.workarounds["keras-onnx"]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import tensorflow as tf
 import tf_keras as keras
 
@@ -12,6 +14,8 @@ class KerasRuntime(Runtime):
     file = "model.keras"
 
     def _load(self) -> None:
+        if self.config.entry:  # the model's module registers its custom layers (keras.saving) on import
+            importlib.import_module(self.config.entry.partition(":")[0])
         self.model = keras.models.load_model(str(self.artifact), compile=False)
 
     def _run(self, inputs):

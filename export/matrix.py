@@ -1,0 +1,308 @@
+"""`crossdeploy matrix SPEC...`: every applicable pathway on every model spec, as a deployability report.
+
+Each spec is checked here first (a spec that cannot be used is one line and exit code 2, before anything is
+written). Then one worker process per spec (export/matrix_worker.py) runs its pathways; this side watches
+every step against the timeout and never stops at a failure: a hung converter is killed and reported, and a
+new worker picks up the pathways left. With `register`, the passing variants are copied into the model
+repository (each one staged and moved into place whole, with its sha256 and parity in its config).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from crossdeploy.errors import CrossdeployError
+
+from .modelspec import LoadedSpec, build_model, load_spec
+from .pathways import BY_NAME, PATHWAYS
+from .repository import ModelRepository
+
+STATUSES = ("ok", "export failed", "conversion failed", "load failed", "runtime failed", "parity failed")
+FAILED_AT_STEP = {"prepare": "export failed", "export": "export failed", "load": "load failed",
+                  "run": "runtime failed", "latency": "runtime failed", "parity": "parity failed"}
+DEFAULT_TIMEOUT = 600.0  # seconds per step; a cold AOTInductor compile of the digits models takes ~30 s
+
+
+@dataclass
+class PathwayResult:
+    model: str
+    framework: str
+    pathway: str
+    status: str
+    required: bool
+    step: str
+    message: str = ""
+    variant: str | None = None
+    version: int | None = None
+    size_bytes: int | None = None
+    max_abs: float | None = None
+    max_rel: float | None = None
+    min_atol: float | None = None
+    agreement: float | None = None
+    accuracy: float | None = None
+    reference_accuracy: float | None = None
+    p50_ms: float | None = None
+    seconds: float | None = None
+    export_seconds: float | None = None
+    precision: str | None = None
+    chain: str | None = None
+    tolerance: dict | None = None
+    dynamic_batch: bool | None = None
+    max_batch: int | None = None
+    batch_note: str = ""
+    declared_batch: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def batch(self) -> str:
+        """How the served variant treats the batch axis."""
+        if self.variant is None:
+            return "—"
+        if self.max_batch == 1:
+            return "fixed 1, rows split"
+        if self.max_batch:
+            return f"≤ {self.max_batch}, split"
+        if self.declared_batch and self.declared_batch.startswith("fixed"):
+            return self.declared_batch
+        return "dynamic" if self.dynamic_batch else "fixed"
+
+
+@dataclass
+class SpecRun:
+    name: str
+    framework: str
+    path: str
+    description: str
+    samples: int
+    labels: bool
+    source_accuracy: float | None
+    seconds: float
+    workers: int
+    log: str
+
+
+@dataclass
+class MatrixRun:
+    specs: list[SpecRun]
+    results: list[PathwayResult]
+    created: str
+    timeout: float
+    registered: list[str] = field(default_factory=list)
+
+    @property
+    def required_failures(self) -> list[PathwayResult]:
+        return [r for r in self.results if r.required and not r.ok]
+
+    def to_json(self) -> dict:
+        return {"created": self.created, "timeout_seconds": self.timeout, "statuses": list(STATUSES),
+                "passed": not self.required_failures, "registered": self.registered,
+                "specs": [asdict(s) for s in self.specs],
+                "results": [{**asdict(r), "batch": r.batch} for r in self.results]}
+
+
+def load_specs(paths: list[Path], workdir: Path) -> list[LoadedSpec]:
+    """Every spec loaded and its model built and checked on two samples, before any export: SpecError (exit 2)."""
+    loaded = [load_spec(path, workdir) for path in paths]
+    seen: dict[tuple[str, str], Path] = {}
+    for spec in loaded:
+        key = (spec.spec.name, spec.framework)
+        if key in seen:
+            raise CrossdeployError(f"{spec.path}: name: '{spec.spec.name}' ({spec.framework}) is also {seen[key]}")
+        seen[key] = spec.path
+    for spec in loaded:
+        build_model(spec)
+    return loaded
+
+
+def _pathways(spec: LoadedSpec, only: list[str] | None) -> list[str]:
+    return [p.name for p in PATHWAYS if p.source == spec.framework and (not only or p.name in only)]
+
+
+class _Worker:
+    """A worker process and a thread that turns its event lines into a queue."""
+
+    def __init__(self, job: dict, log):
+        read, write = os.pipe()
+        # The pipe is the worker's stdout; the worker moves it aside at start and points stdout at the log.
+        self.process = subprocess.Popen([sys.executable, "-m", "crossdeploy.export.matrix_worker", json.dumps(job)],
+                                        stdout=write, stderr=log, stdin=subprocess.DEVNULL)
+        os.close(write)
+        self.events: queue.Queue = queue.Queue()
+        self._reader = threading.Thread(target=self._read, args=(read,), daemon=True)
+        self._reader.start()
+
+    def _read(self, fd: int) -> None:
+        with os.fdopen(fd) as lines:
+            for line in lines:
+                try:
+                    self.events.put(json.loads(line))
+                except ValueError:
+                    continue
+        self.events.put(None)  # the worker closed its end: it exited
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+def _log_tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return "\n".join(line[:240] for line in text[-lines:])
+
+
+def run_spec(spec: LoadedSpec, out: Path, workdir: Path, only: list[str] | None, timeout: float, threads: int,
+             progress: Progress, task, latency: bool = True) -> tuple[SpecRun, list[PathwayResult]]:
+    """Runs one spec's pathways to the end, whatever fails on the way."""
+    start = time.perf_counter()
+    remaining = _pathways(spec, only)
+    results: dict[str, PathwayResult] = {}
+    failed: dict[str, str] = {}
+    accuracy = None
+    workers = 0
+    log_path = out / "logs" / f"{spec.spec.name}-{spec.framework}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    required = spec.spec.is_required
+    with open(log_path, "w") as log:
+        while remaining:
+            workers += 1
+            job = {"spec": str(spec.path), "workdir": str(workdir), "repository": str(out / "repository"),
+                   "scratch": str(out / "scratch" / f"{spec.spec.name}-{spec.framework}-{workers}"),
+                   "pathways": remaining, "failed": failed, "threads": threads, "latency": latency}
+            worker = _Worker(job, log)
+            current, step, deadline = None, "prepare", time.monotonic() + timeout
+            ended = None
+            while True:
+                try:
+                    event = worker.events.get(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    if time.monotonic() < deadline:
+                        continue
+                    worker.kill()
+                    ended = f"timed out after {timeout:g} s in the {step} step (the worker was killed)"
+                    break
+                if event is None:
+                    worker.process.wait()
+                    code = worker.process.returncode
+                    if current is not None or code != 0:
+                        ended = f"the worker process ended with exit code {code} in the {step} step"
+                    break
+                kind = event["event"]
+                if kind == "step":
+                    current, step, deadline = event["pathway"], event["step"], time.monotonic() + timeout
+                    if current:
+                        progress.update(task, description=f"{spec.spec.name} ({spec.framework}) {current}: {step}")
+                elif kind == "reference":
+                    accuracy = event["accuracy"]
+                elif kind == "result":
+                    fields = {k: v for k, v in event.items() if k in PathwayResult.__dataclass_fields__}
+                    name = event["pathway"]
+                    results[name] = PathwayResult(model=spec.spec.name, framework=spec.framework,
+                                                  required=required(name), **fields)
+                    results[name].seconds = round(time.perf_counter() - start, 2)
+                    if event["status"] != "ok":
+                        failed[name] = event["message"].splitlines()[0] if event["message"] else event["status"]
+                    remaining = [p for p in remaining if p != name]
+                    current = None
+                    progress.advance(task)
+                elif kind == "done":
+                    worker.process.wait()
+                    break
+                elif kind == "error":  # the worker could not start on this spec at all
+                    ended = event["message"]
+                    worker.kill()
+                    for name in remaining:
+                        results[name] = PathwayResult(spec.spec.name, spec.framework, name, "export failed", required(name),
+                                                      "prepare", ended)
+                        progress.advance(task)
+                    remaining = []
+                    break
+            if ended and remaining:
+                victim = current or remaining[0]
+                tail = _log_tail(log_path)
+                message = ended + (f"\n{tail}" if tail and "timed out" not in ended else "")
+                status = FAILED_AT_STEP.get(step, "export failed")
+                if status == "export failed" and victim in _converts():
+                    status = "conversion failed"
+                results[victim] = PathwayResult(spec.spec.name, spec.framework, victim, status, required(victim), step, message)
+                failed[victim] = ended
+                remaining = [p for p in remaining if p != victim]
+                progress.advance(task)
+    ordered = [results[p] for p in _pathways(spec, only) if p in results]
+    record = SpecRun(name=spec.spec.name, framework=spec.framework, path=str(spec.path), description=spec.spec.description,
+                     samples=len(next(iter(spec.x.values()))), labels=spec.y is not None, source_accuracy=accuracy,
+                     seconds=round(time.perf_counter() - start, 1), workers=workers, log=str(log_path))
+    return record, ordered
+
+
+def _converts() -> set[str]:
+    from .matrix_worker import CONVERTS
+
+    return CONVERTS
+
+
+def register(results: list[PathwayResult], scratch: ModelRepository, target: ModelRepository) -> list[str]:
+    """Copies every passing variant into `target`: staged, then moved into place by the repository."""
+    registered = []
+    for r in results:
+        if not r.ok or r.variant is None:
+            continue
+        config = scratch.config(r.variant)
+        record = config.version(r.version)
+        staged = target.staging_dir(r.variant)
+        shutil.rmtree(staged)
+        shutil.copytree(scratch.version_dir(r.variant, r.version), staged)
+        added, _ = target.add(config.model_copy(update={"versions": []}), staged)
+        if record.parity is not None:
+            target.set_parity(r.variant, added.version, record.parity)
+        registered.append(r.variant)
+    return registered
+
+
+def run_matrix(specs: list[LoadedSpec], out: Path, workdir: Path, pathways: list[str] | None = None,
+               timeout: float = DEFAULT_TIMEOUT, threads: int = 2, target: ModelRepository | None = None,
+               latency: bool = True) -> MatrixRun:
+    unknown = [p for p in pathways or [] if p not in BY_NAME]
+    if unknown:
+        raise CrossdeployError(f"unknown pathway(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
+    out.mkdir(parents=True, exist_ok=True)
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    spec_runs, results = [], []
+    total = sum(len(_pathways(s, pathways)) for s in specs)
+    with tempfile.TemporaryDirectory(prefix=".matrix-", dir=out) as scratch:
+        scratch_path = Path(scratch)
+        with Progress(TextColumn("[bold]matrix {task.description:<52}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn()) as progress:
+            task = progress.add_task("", total=total)
+            for spec in specs:
+                record, spec_results = run_spec(spec, scratch_path, workdir, pathways, timeout, threads, progress, task, latency)
+                logs = out / "logs"
+                logs.mkdir(exist_ok=True)
+                shutil.copyfile(record.log, logs / Path(record.log).name)
+                record.log = str(logs / Path(record.log).name)
+                spec_runs.append(record)
+                results += spec_results
+        run = MatrixRun(spec_runs, results, created, timeout)
+        if target is not None:
+            run.registered = register(results, ModelRepository(scratch_path / "repository"), target)
+    return run

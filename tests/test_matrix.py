@@ -1,0 +1,221 @@
+"""`crossdeploy matrix`: the built-in specs through every pathway, a converter that rejects an op, --register
+into a running gateway, and every bad spec refused with exit code 2 and nothing written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import xml.etree.ElementTree as ET
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from crossdeploy.cli import main
+from crossdeploy.export.pathways import PATHWAYS
+from crossdeploy.export.repository import ModelRepository
+
+from .live import LiveGateway
+
+# ---- models the specs below name as their factories (the worker process imports this module) ----
+
+
+def cosh_model():
+    """Keras: Dense then tf.math.cosh. tf2onnx writes ONNX Cosh, which onnx2torch has no converter for."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8), name="image")
+    logits = keras.layers.Dense(10)(keras.layers.Flatten()(keras.layers.Rescaling(1 / 16)(inputs)))
+    return keras.Model(inputs, tf.math.cosh(logits))
+
+
+class Linear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(64, 10)
+
+    def forward(self, image):
+        return self.linear(image.flatten(1) / 16.0)
+
+
+def linear_model():
+    torch.manual_seed(0)
+    return Linear()
+
+
+def samples():
+    rng = np.random.default_rng(0)
+    return rng.uniform(0, 16, (24, 8, 8)).astype(np.float32), rng.integers(0, 10, 24)
+
+
+SPEC = """
+name = "{name}"
+framework = "{framework}"
+factory = "tests.test_matrix:{factory}"
+required = {required}
+[[inputs]]
+name = "image"
+datatype = "FP32"
+shape = [-1, 8, 8]
+[[outputs]]
+name = "logits"
+datatype = "FP32"
+shape = [-1, 10]
+[samples]
+loader = "tests.test_matrix:samples"
+"""
+
+
+def spec_file(folder, name, framework, factory, required="[]"):
+    path = folder / f"{name}.toml"
+    path.write_text(SPEC.format(name=name, framework=framework, factory=factory, required=required))
+    return path
+
+
+def pathway_flags(*names):
+    return [arg for name in names for arg in ("--pathway", name)]
+
+
+# ---- the built-in specs ----
+
+
+@pytest.fixture(scope="module")
+def builtin(workdir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("matrix")
+    code = main(["matrix", "--workdir", str(workdir), "--out", str(out), "--junit", str(out / "junit.xml")])
+    return code, out, json.loads((out / "matrix.json").read_text())
+
+
+def test_builtin_specs_pass_every_pathway_with_numbers(builtin):
+    code, out, report = builtin
+    assert code == 0 and report["passed"]
+    assert {(s["name"], s["framework"]) for s in report["specs"]} == {
+        (m, f) for m in ("digits-cnn", "digits-transformer") for f in ("pytorch", "keras")}
+    rows = {(r["model"], r["pathway"]): r for r in report["results"]}
+    assert len(rows) == 2 * len(PATHWAYS)  # every pathway of both frameworks, for both models
+    for (model, pathway), r in rows.items():
+        assert r["status"] == "ok", (model, pathway, r["message"])
+        assert r["required"] and r["size_bytes"] > 0 and r["p50_ms"] > 0
+        assert r["agreement"] >= (0.98 if r["precision"] == "int8" else 1.0)
+        if r["precision"] == "fp32":
+            assert r["max_abs"] < 1e-4
+        assert r["accuracy"] > (0.97 if model == "digits-cnn" else 0.94)
+    accuracy = {(s["name"], s["framework"]): s["source_accuracy"] for s in report["specs"]}
+    assert all(a > 0.95 for a in accuracy.values())  # the transformer too is trained to a real accuracy
+
+
+def test_transformer_report_names_the_converter_workarounds_and_fixed_batches(builtin):
+    _, out, report = builtin
+    rows = {(r["model"], r["pathway"]): r for r in report["results"]}
+    transformer = lambda p: rows[("digits-transformer", p)]  # noqa: E731
+    assert any("keep_ncw_or_nchw_or_ncdhw_input_names" in n for n in transformer("torch-savedmodel")["notes"])
+    assert any("replace_to_pseudo_operators" in n for n in transformer("torch-tflite")["notes"])
+    assert any("Erfc" in n for n in transformer("keras-onnx")["notes"])
+    torchscript = transformer("keras-torchscript")
+    assert torchscript["max_batch"] == 1 and torchscript["batch"] == "fixed 1, rows split"
+    assert "torch.jit.trace fixed the batch axis" in torchscript["batch_note"]
+    # the CNN needs none of these: the same converters with their defaults
+    assert not rows[("digits-cnn", "torch-savedmodel")]["notes"] and rows[("digits-cnn", "keras-torchscript")]["batch"] == "dynamic"
+    assert rows[("digits-cnn", "torch-executorch")]["batch"] == "≤ 15, split"
+    markdown = (out / "matrix.md").read_text()
+    assert "### digits-transformer (pytorch)" in markdown and "Required pathways: all passed." in markdown
+    assert (out / "matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    suites = ET.parse(out / "junit.xml").getroot()
+    cases = suites.findall(".//testcase")
+    assert len(cases) == 2 * len(PATHWAYS) and not suites.findall(".//failure") and not suites.findall(".//skipped")
+
+
+# ---- a converter that rejects an op ----
+
+
+def test_a_rejected_op_fails_exactly_its_pathway_with_the_converters_message(tmp_path, workdir, capsys):
+    spec = spec_file(tmp_path, "tiny-cosh", "keras", "cosh_model", '["keras-onnx", "keras-torchscript"]')
+    out = tmp_path / "report"
+    code = main(["matrix", str(spec), "--workdir", str(workdir), "--out", str(out), "--junit", str(out / "junit.xml"),
+                 "--no-latency", *pathway_flags("keras-eager", "keras-savedmodel", "keras-onnx", "keras-torchscript")])
+    assert code == 1  # a required pathway failed
+    assert "1 required pathway(s) failed" in capsys.readouterr().err
+    rows = {r["pathway"]: r for r in json.loads((out / "matrix.json").read_text())["results"]}
+    assert set(rows) == {"keras-eager", "keras-savedmodel", "keras-onnx", "keras-torchscript"}
+    failed = rows.pop("keras-torchscript")
+    assert failed["status"] == "conversion failed" and failed["step"] == "export"
+    assert "Converter is not implemented" in failed["message"] and "Cosh" in failed["message"]  # onnx2torch's own words
+    assert all(r["status"] == "ok" and r["max_abs"] < 1e-4 for r in rows.values()), rows
+    failures = ET.parse(out / "junit.xml").getroot().findall(".//failure")
+    assert [f.get("type") for f in failures] == ["conversion failed"]
+
+
+# ---- --register, then a live gateway loads the variants without a restart ----
+
+
+def test_register_then_the_gateway_loads_and_serves_the_new_variants(tmp_path, workdir, scratch_repository):
+    import tritonclient.http as triton
+
+    spec = spec_file(tmp_path, "tiny-linear", "pytorch", "linear_model", '["torch-onnx"]')
+    with LiveGateway(scratch_repository) as gateway:
+        before = set(scratch_repository.names())
+        code = main(["matrix", str(spec), "--workdir", str(workdir), "--out", str(tmp_path / "report"), "--register",
+                     "--repository", str(scratch_repository.root), "--no-latency",
+                     *pathway_flags("torch-eager", "torch-onnx", "torch-torchscript")])
+        assert code == 0
+        added = set(scratch_repository.names()) - before
+        assert added == {"tiny-linear-torch-eager", "tiny-linear-torch-onnx", "tiny-linear-torch-torchscript"}
+        for name in sorted(added):
+            config = scratch_repository.config(name)
+            assert config.model == "tiny-linear" and config.latest().parity.passed
+            assert all(len(f.sha256) == 64 for f in config.latest().files)
+        client = triton.InferenceServerClient(gateway.address)
+        assert not client.is_model_ready("tiny-linear-torch-onnx")  # not loaded until asked
+        http = httpx.Client(base_url=gateway.url, timeout=60)
+        for name in sorted(added):
+            assert http.post(f"/v2/repository/models/{name}/load").status_code == 200
+        index = {m["name"]: m["state"] for m in http.post("/v2/repository/index", json={}).json()}
+        assert all(index[name] == "READY" for name in added)
+        x = samples()[0][:3]
+        expected = linear_model().eval()(torch.from_numpy(x)).detach().numpy()
+        tensor = triton.InferInput("image", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x, binary_data=True)
+        for name in sorted(added):
+            got = client.infer(name, [tensor]).as_numpy("logits")
+            np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-3)
+        compared = http.post("/v1/compare", json={"image": x[0].tolist(), "variants": sorted(added)}).json()
+        rows = {v["name"]: v for v in compared["variants"]}
+        assert set(rows) == added and rows["tiny-linear-torch-onnx"]["reference"] == "tiny-linear-torch-eager"
+        assert http.post("/v2/repository/models/tiny-linear-torch-onnx/unload").status_code == 200
+        assert not client.is_model_ready("tiny-linear-torch-onnx")
+
+
+# ---- bad specs: one line, exit 2, nothing written ----
+
+BAD = [
+    ("not TOML", lambda t: "name = [", r"not valid TOML"),
+    ("factory not importable", lambda t: t.replace("tests.test_matrix:linear_model", "no_such_module:build"),
+     r"factory: cannot import 'no_such_module'"),
+    ("signature mismatch", lambda t: t.replace("shape = [-1, 10]", "shape = [-1, 12]"),
+     r"outputs: 'logits' comes out as \[-1, 10\], the spec declares \[-1, 12\]"),
+    ("samples of the wrong shape", lambda t: t.replace("shape = [-1, 8, 8]", "shape = [-1, 8, 9]"),
+     r"samples: input 'image' has shape \[24, 8, 8\], expected \[N >= 2, 8, 9\]"),
+    ("unknown required pathway", lambda t: t.replace('["torch-onnx"]', '["torch-onnnx"]'), r"required: .*unknown pathway"),
+]
+
+
+@pytest.mark.parametrize("case,edit,message", BAD, ids=[b[0] for b in BAD])
+def test_a_bad_spec_exits_2_with_one_line_and_writes_nothing(case, edit, message, tmp_path, workdir, capsys):
+    import re
+
+    spec = spec_file(tmp_path, "tiny-linear", "pytorch", "linear_model", '["torch-onnx"]')
+    spec.write_text(edit(spec.read_text()))
+    repository = tmp_path / "repository"
+    shutil.rmtree(repository, ignore_errors=True)
+    out = tmp_path / "report"
+    code = main(["matrix", str(spec), "--workdir", str(workdir), "--out", str(out), "--register",
+                 "--repository", str(repository)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
+    assert err.startswith("crossdeploy: error: ") and str(spec) in err
+    assert not out.exists() and not repository.exists()
+    assert ModelRepository(repository).exists() is False
