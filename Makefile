@@ -15,7 +15,7 @@ SOURCES := $(shell find models export crossdeploy -name '*.py' 2>/dev/null) cons
 WEB := serving/static/vendor/.built
 ORT_WEB := ort.wasm.min.mjs ort-wasm-simd-threaded.wasm ort-wasm-simd-threaded.mjs
 
-.PHONY: install web pipeline up serve bench bench-quick bench-gateway test clean
+.PHONY: install web pipeline matrix up serve bench bench-quick bench-gateway test clean
 
 install: $(STAMP)
 
@@ -42,6 +42,12 @@ $(WEB): package.json package-lock.json
 pipeline: install
 	$(BIN)/crossdeploy pipeline --repository $(REPOSITORY)
 	touch $(BUILT)
+
+# The deployability matrix (issue 7) over the built-in specs, or over yours: make matrix SPECS="a.toml b.toml".
+# Reports in build/reports/matrix/ (matrix.md, matrix.json, matrix.png, junit.xml); exits 1 if a required pathway fails.
+SPECS ?=
+matrix: $(BUILT)
+	$(BIN)/crossdeploy matrix $(SPECS) --junit build/reports/matrix/junit.xml
 
 # The repository is stale when it is missing or older than the code and pins that build it.
 $(BUILT): $(SOURCES) | $(STAMP)

@@ -84,7 +84,7 @@ class ModelSpecFile(BaseModel):
     factory: str
     weights: str | None = None
     inputs: list[Signature] = Field(min_length=1)
-    outputs: list[Signature] = Field(min_length=1)
+    outputs: list[Signature] = []  # empty: taken from what the model returns on two samples (named "output")
     samples: Samples
     tolerance: Tolerance = Tolerance(atol=1e-4, rtol=1e-3, min_agreement=1.0)
     required: list[str] = []
@@ -95,7 +95,7 @@ class ModelSpecFile(BaseModel):
     @field_validator("inputs", "outputs")
     @classmethod
     def _one_tensor(cls, tensors: list[Signature], info) -> list[Signature]:
-        if len(tensors) != 1:
+        if len(tensors) != 1 and not (info.field_name == "outputs" and not tensors):
             raise ValueError(f"the exporters take one {info.field_name[:-1]} tensor per model; this spec declares {len(tensors)}")
         return tensors
 
@@ -323,6 +323,13 @@ def build_model(loaded: LoadedSpec):
         values = run_source(spec.framework, model, feed)
     except Exception as exc:  # whatever the framework raises for a mismatched input, in one line
         raise SpecError(str(path), f"inputs: the model does not accept samples shaped {list(feed.shape)}: {_first_line(exc)}") from exc
+    if not spec.outputs:  # not declared: what the model returns, batch axis dynamic
+        if len(values) != 1:
+            raise SpecError(str(path), f"outputs: the model returns {len(values)} outputs; declare the one to serve")
+        names = {np.dtype(v): k for k, v in DATATYPES.items()}
+        if values[0].dtype not in names or values[0].ndim < 1:
+            raise SpecError(str(path), f"outputs: the model returns {values[0].dtype} {list(values[0].shape)}; declare [[outputs]]")
+        spec.outputs = [Signature(name="output", datatype=names[values[0].dtype], shape=[-1, *values[0].shape[1:]])]
     if len(values) != len(spec.outputs):
         raise SpecError(str(path), f"outputs: the model returns {len(values)} output(s), the spec declares {len(spec.outputs)}")
     for value, signature in zip(values, spec.outputs):

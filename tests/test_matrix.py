@@ -46,6 +46,22 @@ def linear_model():
     return Linear()
 
 
+class HangsWhenTraced(Linear):
+    """Stands for a converter that never returns: torch.jit.trace of this model sleeps for an hour."""
+
+    def forward(self, image):
+        if torch.jit.is_tracing():
+            import time
+
+            time.sleep(3600)
+        return super().forward(image)
+
+
+def hanging_model():
+    torch.manual_seed(0)
+    return HangsWhenTraced()
+
+
 def samples():
     rng = np.random.default_rng(0)
     return rng.uniform(0, 16, (24, 8, 8)).astype(np.float32), rng.integers(0, 10, 24)
@@ -146,6 +162,20 @@ def test_a_rejected_op_fails_exactly_its_pathway_with_the_converters_message(tmp
     assert all(r["status"] == "ok" and r["max_abs"] < 1e-4 for r in rows.values()), rows
     failures = ET.parse(out / "junit.xml").getroot().findall(".//failure")
     assert [f.get("type") for f in failures] == ["conversion failed"]
+
+
+def test_a_hung_step_is_killed_at_the_timeout_and_the_matrix_goes_on(tmp_path, workdir):
+    spec = spec_file(tmp_path, "tiny-hang", "pytorch", "hanging_model")
+    out = tmp_path / "report"
+    code = main(["matrix", str(spec), "--workdir", str(workdir), "--out", str(out), "--timeout", "30", "--no-latency",
+                 *pathway_flags("torch-eager", "torch-torchscript", "torch-onnx")])
+    assert code == 0  # nothing was required
+    report = json.loads((out / "matrix.json").read_text())
+    rows = {r["pathway"]: r for r in report["results"]}
+    assert rows["torch-torchscript"]["status"] == "export failed"
+    assert rows["torch-torchscript"]["message"].startswith("timed out after 30 s in the export step")
+    assert rows["torch-eager"]["status"] == "ok" and rows["torch-onnx"]["status"] == "ok"  # after the hang, in a new worker
+    assert report["specs"][0]["workers"] == 2
 
 
 # ---- --register, then a live gateway loads the variants without a restart ----

@@ -101,3 +101,15 @@ def test_a_signature_that_does_not_match_the_model_is_refused_before_export(tmp_
     wrong_in = SPEC.format(samples='file = "seven.npy"').replace("[-1, 8, 8]", "[-1, 7, 7]")
     with pytest.raises(SpecError, match=r"inputs: the model does not accept samples shaped \[2, 7, 7\]"):
         build_model(load_spec(write(tmp_path, wrong_in)))
+
+
+def test_outputs_may_be_left_to_the_model(tmp_path):
+    """The README's five-line spec: no [[outputs]]; the model's own output becomes the contract."""
+    x, y = samples()
+    np.savez(tmp_path / "samples.npz", x=x, y=y)
+    path = tmp_path / "spec.toml"
+    path.write_text('name = "tiny"\nframework = "pytorch"\nfactory = "tests.test_modelspec:tiny"\n'
+                    'inputs = [{name = "image", datatype = "FP32", shape = [-1, 8, 8]}]\nsamples = {file = "samples.npz"}\n')
+    loaded = load_spec(path)
+    build_model(loaded)
+    assert [(s.name, s.datatype, s.shape) for s in loaded.spec.outputs] == [("output", "FP32", [-1, 10])]
