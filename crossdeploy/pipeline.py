@@ -129,7 +129,8 @@ def matrix(specs: list[Path] | None, workdir: Path, out: Path | None = None, pat
     from crossdeploy.export.matrix_report import print_table, write_reports
     from crossdeploy.export.spec import BUILTIN_SPECS
 
-    paths = list(specs) if specs else sorted(BUILTIN_SPECS.glob("*.toml"))
+    # The built-ins: per model, PyTorch first (as the pipeline and the parity table order them).
+    paths = list(specs) if specs else sorted(BUILTIN_SPECS.glob("*.toml"), key=lambda p: (p.stem.rsplit("-", 1)[0], "keras" in p.stem))
     loaded = load_specs(paths, workdir)  # SpecError (exit 2) before anything is written
     target = ModelRepository(register) if register is not None else None
     run = run_matrix(loaded, out or workdir / "reports" / "matrix", workdir, pathways, timeout, threads, target, latency)

@@ -192,6 +192,7 @@ def run_spec(spec: LoadedSpec, out: Path, workdir: Path, only: list[str] | None,
             worker = _Worker(job, log)
             current, step, deadline = None, "prepare", time.monotonic() + timeout
             ended = None
+            started: dict[str, float] = {}
             while True:
                 try:
                     event = worker.events.get(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
@@ -211,6 +212,7 @@ def run_spec(spec: LoadedSpec, out: Path, workdir: Path, only: list[str] | None,
                 if kind == "step":
                     current, step, deadline = event["pathway"], event["step"], time.monotonic() + timeout
                     if current:
+                        started.setdefault(current, time.perf_counter())
                         progress.update(task, description=f"{spec.spec.name} ({spec.framework}) {current}: {step}")
                 elif kind == "reference":
                     accuracy = event["accuracy"]
@@ -219,7 +221,7 @@ def run_spec(spec: LoadedSpec, out: Path, workdir: Path, only: list[str] | None,
                     name = event["pathway"]
                     results[name] = PathwayResult(model=spec.spec.name, framework=spec.framework,
                                                   required=required(name), **fields)
-                    results[name].seconds = round(time.perf_counter() - start, 2)
+                    results[name].seconds = round(time.perf_counter() - started.get(name, time.perf_counter()), 2)
                     if event["status"] != "ok":
                         failed[name] = event["message"].splitlines()[0] if event["message"] else event["status"]
                     remaining = [p for p in remaining if p != name]
@@ -237,6 +239,15 @@ def run_spec(spec: LoadedSpec, out: Path, workdir: Path, only: list[str] | None,
                         progress.advance(task)
                     remaining = []
                     break
+            if remaining and (not ended or step == "prepare"):
+                # The worker ended without a word on these (or never got past loading the model): no retry.
+                reason = ended or "the worker ended without a result for this pathway"
+                for name in remaining:
+                    tail = "" if "timed out" in reason else f"\n{_log_tail(log_path)}"
+                    results[name] = PathwayResult(spec.spec.name, spec.framework, name, FAILED_AT_STEP[step],
+                                                  required(name), step, reason + tail)
+                    progress.advance(task)
+                remaining = []
             if ended and remaining:
                 victim = current or remaining[0]
                 tail = _log_tail(log_path)
@@ -262,7 +273,14 @@ def _converts() -> set[str]:
 
 
 def register(results: list[PathwayResult], scratch: ModelRepository, target: ModelRepository) -> list[str]:
-    """Copies every passing variant into `target`: staged, then moved into place by the repository."""
+    """Copies every passing variant into `target`: staged, then moved into place by the repository. A name that
+    already serves another model is refused before anything is copied."""
+    for r in results:
+        if r.ok and r.variant and (target.root / r.variant / "config.json").is_file():
+            existing = target.config(r.variant).model
+            if existing != r.model:
+                raise CrossdeployError(f"--register: '{r.variant}' in {target.root} serves model '{existing}', not "
+                                       f"'{r.model}'; give the spec another variant_prefix")
     registered = []
     for r in results:
         if not r.ok or r.variant is None:

@@ -151,10 +151,11 @@ async function predict(image) {
   if (!response.ok) { status.textContent = answer.error; document.body.dataset.ready = "yes"; return; }
   tbody.innerHTML = "";
   const names = { pytorch: "PyTorch source", keras: "Keras source" };
-  for (const source of ["pytorch", "keras"]) {
-    const rows = answer.variants.filter((v) => v.source_framework === source);
+  const models = [...new Set(answer.variants.map((v) => v.model))]; // variants registered by `crossdeploy matrix` too
+  for (const [model, source] of models.flatMap((m) => ["pytorch", "keras"].map((s) => [m, s]))) {
+    const rows = answer.variants.filter((v) => v.model === model && v.source_framework === source);
     if (!rows.length) continue;
-    tbody.append(group(names[source]));
+    tbody.append(group(models.length > 1 ? `${model} · ${names[source]}` : names[source]));
     for (const v of rows) {
       if (v.status !== "ok") { tbody.append(row("server", { ...v, pathway: v.error }, "—", null, null, "bad", 0)); continue; }
       const cls = v.within_tolerance === true ? "ok" : v.within_tolerance === false ? "bad" : "na";
@@ -172,7 +173,7 @@ async function predict(image) {
     try {
       const { logits, ms } = await browserRun(v, image);
       if (busy !== mine) return; // a newer drawing owns the table now
-      const server = v.outputs.logits[0];
+      const server = Object.values(v.outputs)[0][0];
       const diff = Math.max(...logits.map((x, i) => Math.abs(x - server[i])));
       const predicted = logits.indexOf(Math.max(...logits));
       tbody.append(row("browser", v, predicted, softmax(logits), diff, diff <= 1e-4 ? "ok" : "bad", ms));
