@@ -218,6 +218,17 @@ def test_register_then_the_gateway_loads_and_serves_the_new_variants(tmp_path, w
         assert not client.is_model_ready("tiny-linear-torch-onnx")
 
 
+def test_register_refuses_a_name_that_serves_another_model(tmp_path, workdir, scratch_repository, capsys):
+    spec = spec_file(tmp_path, "tiny-linear", "pytorch", "linear_model")
+    spec.write_text(spec.read_text().replace('required = []', 'required = []\nvariant_prefix = ""'))
+    before = scratch_repository.config("torch-eager").versions
+    code = main(["matrix", str(spec), "--workdir", str(workdir), "--out", str(tmp_path / "report"), "--register",
+                 "--repository", str(scratch_repository.root), "--no-latency", *pathway_flags("torch-eager")])
+    err = capsys.readouterr().err
+    assert code == 1 and "--register: 'torch-eager' in " in err and "serves model 'digits-cnn', not 'tiny-linear'" in err
+    assert scratch_repository.config("torch-eager").versions == before  # untouched
+
+
 # ---- bad specs: one line, exit 2, nothing written ----
 
 BAD = [
