@@ -8,6 +8,7 @@ a built-in model is a spec file like any user's (models/specs/).
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import time
@@ -30,6 +31,7 @@ from .spec import BUILTIN_SPECS, FLOAT_TOLERANCE, ModelSpec
 # Pathways that start from another pathway's ONNX file.
 NEEDS = {"torch-onnx-int8": "torch-onnx", "torch-savedmodel": "torch-onnx", "torch-tflite": "torch-onnx",
          "keras-torchscript": "keras-onnx"}
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes some tools put in their messages
 SOURCE_TOOL = {"pytorch": ("torch", "torch"), "keras": ("tf_keras", "tf-keras")}
 
 
@@ -139,7 +141,7 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
 def first_lines(exc: BaseException, count: int = 4, width: int = 240) -> str:
     """A tool's own message: its first non-empty lines, each cut to `width`. A message that carries a traceback
     (TorchScript's) is led by its last line, which names the error."""
-    lines = [line.strip()[:width] for line in str(exc).splitlines() if line.strip()]
+    lines = [line.strip()[:width] for line in ANSI.sub("", str(exc)).splitlines() if line.strip()]
     if not lines:
         return type(exc).__name__
     if len(lines) > count and any("Traceback" in line for line in lines):

@@ -254,7 +254,7 @@ def load_spec(path: Path | str, workdir: Path | str | None = None, require_weigh
             from crossdeploy.settings import Settings
 
             workdir = Settings().workdir
-        weights = (path.parent / spec.weights.replace("{workdir}", str(workdir))).resolve()
+        weights = (path.parent / spec.weights.replace("{workdir}", str(Path(workdir).resolve()))).resolve()
         if require_weights and not weights.is_file():
             hint = " (run `crossdeploy train` for the built-in models)" if "{workdir}" in spec.weights else ""
             raise SpecError(str(path), f"weights: {weights} does not exist{hint}")

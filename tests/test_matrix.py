@@ -17,6 +17,8 @@ from crossdeploy.export.pathways import PATHWAYS
 from crossdeploy.export.repository import ModelRepository
 
 from .live import LiveGateway
+from .test_modelspec import Tiny, samples, tiny  # samples: the loader the specs below name
+from .specs import spec_text
 
 # ---- models the specs below name as their factories (the worker process imports this module) ----
 
@@ -32,21 +34,11 @@ def cosh_model():
     return keras.Model(inputs, tf.math.cosh(logits))
 
 
-class Linear(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.linear = torch.nn.Linear(64, 10)
-
-    def forward(self, image):
-        return self.linear(image.flatten(1) / 16.0)
-
-
 def linear_model():
-    torch.manual_seed(0)
-    return Linear()
+    return tiny()
 
 
-class HangsWhenTraced(Linear):
+class HangsWhenTraced(Tiny):
     """Stands for a converter that never returns: torch.jit.trace of this model sleeps for an hour."""
 
     def forward(self, image):
@@ -62,32 +54,9 @@ def hanging_model():
     return HangsWhenTraced()
 
 
-def samples():
-    rng = np.random.default_rng(0)
-    return rng.uniform(0, 16, (24, 8, 8)).astype(np.float32), rng.integers(0, 10, 24)
-
-
-SPEC = """
-name = "{name}"
-framework = "{framework}"
-factory = "tests.test_matrix:{factory}"
-required = {required}
-[[inputs]]
-name = "image"
-datatype = "FP32"
-shape = [-1, 8, 8]
-[[outputs]]
-name = "logits"
-datatype = "FP32"
-shape = [-1, 10]
-[samples]
-loader = "tests.test_matrix:samples"
-"""
-
-
 def spec_file(folder, name, framework, factory, required="[]"):
     path = folder / f"{name}.toml"
-    path.write_text(SPEC.format(name=name, framework=framework, factory=factory, required=required))
+    path.write_text(spec_text(name, framework, f"tests.test_matrix:{factory}", required, 'loader = "tests.test_matrix:samples"'))
     return path
 
 
@@ -238,7 +207,7 @@ BAD = [
     ("signature mismatch", lambda t: t.replace("shape = [-1, 10]", "shape = [-1, 12]"),
      r"outputs: 'logits' comes out as \[-1, 10\], the spec declares \[-1, 12\]"),
     ("samples of the wrong shape", lambda t: t.replace("shape = [-1, 8, 8]", "shape = [-1, 8, 9]"),
-     r"samples: input 'image' has shape \[24, 8, 8\], expected \[N >= 2, 8, 9\]"),
+     r"samples: input 'image' has shape \[8, 8, 8\], expected \[N >= 2, 8, 9\]"),
     ("unknown required pathway", lambda t: t.replace('["torch-onnx"]', '["torch-onnnx"]'), r"required: .*unknown pathway"),
 ]
 

@@ -9,6 +9,8 @@ import torch
 
 from crossdeploy.export.modelspec import SpecError, build_model, load_spec
 
+from .specs import spec_text
+
 
 class Tiny(torch.nn.Module):
     def __init__(self):
@@ -29,22 +31,7 @@ def samples():
     return rng.uniform(0, 16, (8, 8, 8)).astype(np.float32), rng.integers(0, 10, 8)
 
 
-SPEC = '''
-name = "tiny"
-framework = "pytorch"
-factory = "tests.test_modelspec:tiny"
-required = ["torch-onnx"]
-[[inputs]]
-name = "image"
-datatype = "FP32"
-shape = [-1, 8, 8]
-[[outputs]]
-name = "logits"
-datatype = "FP32"
-shape = [-1, 10]
-[samples]
-{samples}
-'''
+SPEC = spec_text("tiny", "pytorch", "tests.test_modelspec:tiny", '["torch-onnx"]', "{samples}")
 
 
 def write(tmp_path, text: str):

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
+import sys
 from pathlib import Path
 
 from crossdeploy.errors import ExportError
@@ -39,6 +41,7 @@ def _converted(ctx: ExportContext, source: str) -> Path:
         raise ExportError(source, "its ONNX file must be exported before onnx2tf can convert it")
     import onnx
 
+    _onnxsim_on_path()
     names = [s.name for s in ctx.spec.inputs]
     options, notes = {}, []
     if any(node.op_type == "Erf" for node in onnx.load(str(onnx_path)).graph.node):
@@ -66,6 +69,18 @@ def _converted(ctx: ExportContext, source: str) -> Path:
     ctx.intermediates[key] = ctx.scratch / f"onnx2tf-{source}-0" / "out"
     ctx.workarounds[key] = notes + ["onnx2tf's outputs disagree with onnxruntime under both input-layout options"]
     return ctx.intermediates[key]
+
+
+def _onnxsim_on_path() -> None:
+    """onnx2tf simplifies its input by running the `onnxsim` command by name, and when that fails it only warns
+    and converts the unsimplified graph: the digits CNN survives that, the transformer does not ("Cannot take the
+    length of shape with unknown rank"). A venv that is not activated (`make test` runs .venv/bin/python) has
+    onnxsim beside the interpreter but not on PATH, so that folder goes first on PATH."""
+    folder = str(Path(sys.executable).parent)
+    if shutil.which("onnxsim") is None or folder not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = folder + os.pathsep + os.environ.get("PATH", "")
+    if shutil.which("onnxsim") is None:
+        raise ExportError("onnx2tf", f"the onnxsim command onnx2tf runs is not installed (looked in {folder} and PATH)")
 
 
 def _agrees(folder: Path, onnx_path: Path, ctx: ExportContext, atol: float = 1e-3) -> bool:
