@@ -138,8 +138,12 @@ def matrix(specs: list[Path] | None, workdir: Path, out: Path | None = None, pat
     written = write_reports(run, out or workdir / "reports" / "matrix", junit)
     console.print("reports: " + ", ".join(str(p) for p in written.values()))
     if run.registered:
+        from crossdeploy.export.matrix import import_warnings
+
         console.print(f"registered into {register}: {', '.join(run.registered)} "
                       "(a running gateway loads each with POST /v2/repository/models/<name>/load)")
+        for warning in import_warnings(loaded, run.registered, target):
+            console.print(f"[yellow]! {warning}")
     failures = run.required_failures
     if failures:
         raise CrossdeployError(f"{len(failures)} required pathway(s) failed: "

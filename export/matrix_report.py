@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -88,6 +89,8 @@ def markdown(run: MatrixRun) -> str:
             lines += [""] + [f"- `{p}`: {n}" for p, n in batch + notes]
         lines.append("")
     failures = run.required_failures
+    if run.not_run:
+        lines.append("Required but not run (left out by --pathway): " + ", ".join(f"{m} `{p}`" for m, p in run.not_run) + ".")
     lines.append("Required pathways: all passed." if not failures else
                  "Required pathways that failed: " + ", ".join(f"{r.model} ({r.framework}) `{r.pathway}`" for r in failures) + ".")
     if run.registered:
@@ -140,6 +143,13 @@ def heatmap(run: MatrixRun, path: Path) -> None:
     plt.close(fig)
 
 
+XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")  # tools' colour codes and NULs: not allowed in XML 1.0
+
+
+def _xml(text: str) -> str:
+    return XML_ILLEGAL.sub("", text)
+
+
 def junit(run: MatrixRun, path: Path) -> None:
     """One test case per pathway. A failed required pathway is a <failure>; a failed optional one is <skipped>,
     so the CI's verdict is the matrix's exit code."""
@@ -156,9 +166,9 @@ def junit(run: MatrixRun, path: Path) -> None:
                 ET.SubElement(case, "system-out").text = (f"max abs {_g(r.max_abs)}, agreement {_pct(r.agreement)}, "
                                                           f"accuracy {_pct(r.accuracy)}, p50 {_ms(r.p50_ms)}, batch {r.batch}")
             elif r.required:
-                ET.SubElement(case, "failure", message=f"{r.status}: {_first(r.message, 200)}", type=r.status).text = r.message
+                ET.SubElement(case, "failure", message=_xml(f"{r.status}: {_first(r.message, 200)}"), type=r.status).text = _xml(r.message)
             else:
-                ET.SubElement(case, "skipped", message=f"{r.status} (not required): {_first(r.message, 200)}")
+                ET.SubElement(case, "skipped", message=_xml(f"{r.status} (not required): {_first(r.message, 200)}"))
     ET.indent(suites)
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
 

@@ -68,11 +68,8 @@ def latency_p50(runtime, one: dict[str, np.ndarray]) -> float:
 
 
 def run(job: dict, report: Reporter) -> None:
-    from crossdeploy.serving.runtimes import open_runtime
-
-    from .exporting import NEEDS, context_for, export_one
+    from .exporting import NEEDS, context_for
     from .modelspec import build_model, load_spec, run_source
-    from .parity import check_parity
     from .pathways import PATHWAYS
     from .repository import ModelRepository
 
@@ -86,7 +83,10 @@ def run(job: dict, report: Reporter) -> None:
     x = next(iter(loaded.x.values()))
     reference = dict(zip([s.name for s in spec.outputs], run_source(spec.framework, model, x)))
     first = spec.outputs[0].name
-    source_accuracy = None if loaded.y is None else float((reference[first].argmax(-1) == loaded.y).mean())
+    classes = reference[first].ndim == 2 and reference[first].shape[1] > 1
+    source_accuracy = None
+    if loaded.y is not None and classes:
+        source_accuracy = float((reference[first].argmax(-1) == loaded.y).mean())
     report("reference", accuracy=source_accuracy, samples=int(len(x)))
     repository = ModelRepository(job["repository"])
     wanted = set(job["pathways"])
@@ -98,67 +98,92 @@ def run(job: dict, report: Reporter) -> None:
     for pathway in [p for p in PATHWAYS if p.name in needed and p.source == spec.framework]:
         name = pathway.name
         keep = name in wanted
+        if name in failed:  # failed (or hung) in an earlier worker: never rebuilt, its dependents are told below
+            continue
         upstream = NEEDS.get(name)
         if upstream in failed:
             failed[name] = f"needs {upstream}'s ONNX file, and {upstream} failed"
+        elif name in BUILT_ON_TORCH_EXPORT and "torch-export" in failed:
+            failed[name] = f"built on torch.export, which failed: {failed['torch-export'].splitlines()[0]}"
+        if name in failed:
             if keep:
                 report("result", pathway=name, status="export failed", step="export", message=failed[name])
             continue
-        if name in BUILT_ON_TORCH_EXPORT and "torch-export" in failed:
-            failed[name] = f"built on torch.export, which failed: {failed['torch-export']}"
-            report("result", pathway=name, status="export failed", step="export", message=failed[name])
-            continue
-        report("step", pathway=name, step="export")
-        outcome = export_one(repository, pathway, ctx, keep=keep, detail=True)
-        if outcome.error:
-            failed[name] = outcome.error
-            if keep:
-                status = "conversion failed" if name in CONVERTS else "export failed"
-                report("result", pathway=name, status=status, step="export", message=outcome.error, seconds=outcome.seconds)
-            continue
-        if not keep:
-            continue
-        result = {"pathway": name, "variant": outcome.name, "version": outcome.version, "size_bytes": outcome.size,
-                  "export_seconds": outcome.seconds}
-        config = repository.config(outcome.name)
-        result.update(dynamic_batch=config.dynamic_batch, max_batch=config.max_batch, batch_note=config.batch_note,
-                      notes=config.notes, declared_batch=declared_batch(config, repository.version_dir(outcome.name, outcome.version)))
-        report("step", pathway=name, step="load")
+        state = {"step": "export"}
         try:
-            runtime = open_runtime(repository, outcome.name, threads=job["threads"]).load()
-        except Exception as exc:
-            report("result", status="load failed", step="load", message=first_lines(exc), **result)
-            continue
+            _pathway(job, report, pathway, keep, ctx, repository, loaded, reference, x, failed, state)
+        except Exception as exc:  # anything the steps did not expect fails this pathway, at the step it was in
+            if state["step"] == "export":
+                failed.setdefault(name, first_lines(exc))
+            if keep:
+                status = {"export": "conversion failed" if name in CONVERTS else "export failed", "load": "load failed",
+                          "parity": "parity failed"}.get(state["step"], "runtime failed")
+                report("result", pathway=name, status=status, step=state["step"], message=first_lines(exc))
+    report("done")
+
+
+def _pathway(job, report, pathway, keep, ctx, repository, loaded, reference, x, failed, state) -> None:
+    from crossdeploy.serving.runtimes import open_runtime
+
+    from .exporting import export_one
+    from .parity import check_parity
+
+    spec, name = loaded.spec, pathway.name
+    report("step", pathway=name, step="export")
+    outcome = export_one(repository, pathway, ctx, keep=keep, detail=True)
+    if outcome.error:
+        failed[name] = outcome.error
+        if keep:
+            status = "conversion failed" if name in CONVERTS else "export failed"
+            report("result", pathway=name, status=status, step="export", message=outcome.error, seconds=outcome.seconds)
+        return
+    if not keep:
+        return
+    result = {"pathway": name, "variant": outcome.name, "version": outcome.version, "size_bytes": outcome.size,
+              "export_seconds": outcome.seconds}
+    config = repository.config(outcome.name)
+    result.update(dynamic_batch=config.dynamic_batch, max_batch=config.max_batch, batch_note=config.batch_note,
+                  notes=config.notes, precision=config.precision, chain=" → ".join(step.tool for step in config.pathway),
+                  declared_batch=declared_batch(config, repository.version_dir(outcome.name, outcome.version)))
+    state["step"] = "load"
+    report("step", pathway=name, step="load")
+    try:
+        runtime = open_runtime(repository, outcome.name, threads=job["threads"]).load()
+    except Exception as exc:
+        report("result", status="load failed", step="load", message=first_lines(exc), **result)
+        return
+    try:
+        state["step"] = "run"
         report("step", pathway=name, step="run")
+        single = {spec.inputs[0].name: x[:1]}
         try:
             got = runtime.predict({spec.inputs[0].name: x})
-            single = {spec.inputs[0].name: x[:1]}
             runtime.predict(single)
         except Exception as exc:
-            runtime.unload()
             report("result", status="runtime failed", step="run", message=first_lines(exc), **result)
-            continue
-        parity = check_parity(reference, got, config.tolerance, loaded.y, variant=outcome.name, reference_name=f"{spec.framework} eager")
+            return
+        state["step"] = "parity"
+        parity = check_parity(reference, got, config.tolerance, loaded.y, variant=outcome.name,
+                              reference_name=f"{spec.framework} eager")
         repository.set_parity(outcome.name, outcome.version, parity)
         stats = parity.outputs[0] if parity.outputs else None
         result.update(max_abs=stats.max_abs if stats else None, max_rel=stats.max_rel if stats else None,
                       min_atol=stats.min_atol if stats else None, agreement=parity.agreement, accuracy=parity.accuracy,
-                      reference_accuracy=parity.reference_accuracy, tolerance=config.tolerance.model_dump(),
-                      precision=config.precision, chain=" → ".join(step.tool for step in config.pathway))
+                      reference_accuracy=parity.reference_accuracy, tolerance=config.tolerance.model_dump())
         if job.get("latency", True):
+            state["step"] = "latency"
             report("step", pathway=name, step="latency")
             try:
                 result["p50_ms"] = latency_p50(runtime, single)
             except Exception as exc:  # it ran once above; a later failure is still a runtime failure
-                runtime.unload()
                 report("result", status="runtime failed", step="latency", message=first_lines(exc), **result)
-                continue
-        runtime.unload()
+                return
         if parity.passed:
             report("result", status="ok", step="parity", message="", **result)
         else:
             report("result", status="parity failed", step="parity", message="\n".join(parity.failures[:4]), **result)
-    report("done")
+    finally:
+        runtime.unload()
 
 
 def main() -> int:

@@ -51,8 +51,8 @@ class Signature(BaseModel):
     @field_validator("shape")
     @classmethod
     def _dims(cls, shape: list[int]) -> list[int]:
-        if shape[0] != -1 and shape[0] < 1:
-            raise ValueError("the first (batch) axis must be -1 (dynamic) or a positive size")
+        if shape[0] != -1:
+            raise ValueError(f"the first (batch) axis must be -1: every pathway is exported with a dynamic batch, got {shape[0]}")
         if any(d < 1 for d in shape[1:]):
             raise ValueError("every axis after the batch axis must be a positive size")
         return shape
@@ -91,6 +91,15 @@ class ModelSpecFile(BaseModel):
     opset: int = Field(18, ge=13, le=23)
     variant_prefix: str | None = Field(None, pattern=r"^[a-z0-9-]*$")
     description: str = ""
+
+    @field_validator("tolerance", mode="before")
+    @classmethod
+    def _tolerance(cls, value):
+        """A partial [tolerance] keeps the defaults for what it leaves out (an atol left out would turn off the
+        value comparison)."""
+        if isinstance(value, dict):
+            return {"atol": 1e-4, "rtol": 1e-3, "min_agreement": 1.0, **value}
+        return value
 
     @field_validator("inputs", "outputs")
     @classmethod
@@ -206,15 +215,23 @@ def _check_samples(spec: ModelSpecFile, path: Path, x: object, y: object) -> tup
         if array.ndim != len(signature.shape) or list(array.shape[1:]) != expected or array.shape[0] < 2:
             raise SpecError(str(path), f"samples: input '{signature.name}' has shape {list(array.shape)}, expected "
                                        f"[N >= 2, {', '.join(map(str, expected))}] to match inputs.shape {signature.shape}")
-        if array.dtype.kind not in "biuf":
-            raise SpecError(str(path), f"samples: input '{signature.name}' holds {array.dtype}, expected numbers")
-        checked[signature.name] = np.ascontiguousarray(array, dtype=DATATYPES[signature.datatype])
+        target = np.dtype(DATATYPES[signature.datatype])
+        if array.dtype.kind not in "biuf" or not np.can_cast(array.dtype, target, "same_kind"):
+            raise SpecError(str(path), f"samples: input '{signature.name}' holds {array.dtype}, which does not convert "
+                                       f"to {signature.datatype} without loss")
+        checked[signature.name] = np.ascontiguousarray(array, dtype=target)
     labels = None
     if y is not None:
         labels = np.asarray(y)
         rows = len(next(iter(checked.values())))
         if labels.ndim != 1 or len(labels) != rows:
             raise SpecError(str(path), f"samples: labels have shape {list(labels.shape)}, expected [{rows}] (one per sample)")
+        if labels.dtype.kind not in "iu":
+            raise SpecError(str(path), f"samples: labels hold {labels.dtype}, expected integer class indices")
+        classes = spec.outputs[0].shape[-1] if spec.outputs and len(spec.outputs[0].shape) == 2 else None
+        if labels.min() < 0 or (classes and labels.max() >= classes):
+            raise SpecError(str(path), f"samples: labels run from {labels.min()} to {labels.max()}, expected class "
+                                       f"indices 0..{(classes or 1) - 1}")
     return checked, labels
 
 
@@ -333,6 +350,8 @@ def build_model(loaded: LoadedSpec):
     if len(values) != len(spec.outputs):
         raise SpecError(str(path), f"outputs: the model returns {len(values)} output(s), the spec declares {len(spec.outputs)}")
     for value, signature in zip(values, spec.outputs):
+        if value.dtype != np.dtype(DATATYPES[signature.datatype]):
+            raise SpecError(str(path), f"outputs: '{signature.name}' comes out as {value.dtype}, the spec declares {signature.datatype}")
         if list(value.shape[1:]) != signature.shape[1:] or value.shape[0] != 2:
             raise SpecError(str(path), f"outputs: '{signature.name}' comes out as {[-1, *value.shape[1:]]}, the spec declares {signature.shape}")
     return model

@@ -63,7 +63,7 @@ def print_table(run: ParityRun, console: Console | None = None) -> None:
         style = {"pass": "green", "reference": "cyan", "FAIL": "bold red"}[verdict]
         table.add_row(
             row["variant"], row["pathway"], row["support"], _kb(row["size_bytes"]), _g(row["max_abs"]),
-            _g(row["min_atol"]), _g(row["min_rtol"]), f"{row['agreement']:.2%}",
+            _g(row["min_atol"]), _g(row["min_rtol"]), f"{row['agreement']:.2%}" if row["agreement"] is not None else "—",
             f"{row['accuracy']:.2%}" if row["accuracy"] is not None else "—", f"[{style}]{verdict}[/]",
         )
     console = console or Console()
@@ -89,7 +89,7 @@ def markdown(run: ParityRun) -> str:
         acc = f"{r['accuracy']:.2%}" if r["accuracy"] is not None else "—"
         lines.append(
             f"| `{r['variant']}` | {r['pathway']} | {r['runtime']} | {r['support']} | {_kb(r['size_bytes'])} | "
-            f"{_g(r['max_abs'])} | {_g(r['min_atol'])} | {_g(r['min_rtol'])} | {r['agreement']:.2%} | {acc} | {_verdict(v)} |"
+            f"{_g(r['max_abs'])} | {_g(r['min_atol'])} | {_g(r['min_rtol'])} | {'—' if r['agreement'] is None else format(r['agreement'], '.2%')} | {acc} | {_verdict(v)} |"
         )
     if run.cross_framework_agreement is not None:
         lines += ["", f"PyTorch vs Keras eager models (trained separately, weights differ): argmax agreement "

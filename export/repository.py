@@ -58,7 +58,7 @@ class ParityResult(BaseModel):
     reference: str
     samples: int
     outputs: list[OutputParity]
-    agreement: float
+    agreement: float | None  # None: the output has no classes (a regression, a single column)
     accuracy: float | None
     reference_accuracy: float | None
     tolerance: Tolerance

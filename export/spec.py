@@ -19,7 +19,7 @@ class Tolerance(BaseModel):
     """float: |a-b| <= atol + rtol*|b| element-wise, and argmax agreement >= min_agreement.
     int8: values are not compared; agreement and accuracy drop decide."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
     atol: float | None = None
     rtol: float | None = None
     min_agreement: float = 1.0

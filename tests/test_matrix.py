@@ -54,6 +54,22 @@ def hanging_model():
     return HangsWhenTraced()
 
 
+class HangsWhenExported(Tiny):
+    """torch.export (and the dynamo ONNX exporter built on it) of this model sleeps for an hour."""
+
+    def forward(self, image):
+        if torch.compiler.is_exporting():
+            import time
+
+            time.sleep(3600)
+        return super().forward(image)
+
+
+def export_hanging_model():
+    torch.manual_seed(0)
+    return HangsWhenExported()
+
+
 def spec_file(folder, name, framework, factory, required="[]"):
     path = folder / f"{name}.toml"
     path.write_text(spec_text(name, framework, f"tests.test_matrix:{factory}", required, 'loader = "tests.test_matrix:samples"'))
@@ -144,6 +160,22 @@ def test_a_hung_step_is_killed_at_the_timeout_and_the_matrix_goes_on(tmp_path, w
     assert rows["torch-torchscript"]["status"] == "export failed"
     assert rows["torch-torchscript"]["message"].startswith("timed out after 30 s in the export step")
     assert rows["torch-eager"]["status"] == "ok" and rows["torch-onnx"]["status"] == "ok"  # after the hang, in a new worker
+    assert report["specs"][0]["workers"] == 2
+
+
+def test_a_hung_upstream_onnx_export_fails_its_dependents_without_looping(tmp_path, workdir):
+    """torch-tflite needs torch-onnx's file, which is not asked for itself: when building it hangs, the next worker
+    does not build it again, and torch-tflite is reported as failed because of it."""
+    spec = spec_file(tmp_path, "tiny-export-hang", "pytorch", "export_hanging_model")
+    out = tmp_path / "report"
+    code = main(["matrix", str(spec), "--workdir", str(workdir), "--out", str(out), "--timeout", "30", "--no-latency",
+                 *pathway_flags("torch-eager", "torch-tflite")])
+    assert code == 0
+    report = json.loads((out / "matrix.json").read_text())
+    rows = {r["pathway"]: r for r in report["results"]}
+    assert set(rows) == {"torch-eager", "torch-tflite"} and rows["torch-eager"]["status"] == "ok"
+    assert rows["torch-tflite"]["status"] == "export failed"
+    assert rows["torch-tflite"]["message"].startswith("needs torch-onnx's ONNX file, and torch-onnx failed")
     assert report["specs"][0]["workers"] == 2
 
 

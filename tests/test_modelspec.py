@@ -62,12 +62,25 @@ BAD = [
     ("bad factory form", SPEC.format(samples='loader = "tests.test_modelspec:samples"').replace("tests.test_modelspec:tiny", "tiny"), "factory: must look like 'package.module:function'"),
     ("factory not importable", SPEC.format(samples='loader = "tests.test_modelspec:samples"').replace("tests.test_modelspec:tiny", "nope.nothing:build"), "factory: cannot import 'nope.nothing'"),
     ("factory missing", SPEC.format(samples='loader = "tests.test_modelspec:samples"').replace("test_modelspec:tiny", "test_modelspec:huge"), "factory: 'tests.test_modelspec' has no callable 'huge'"),
-    ("bad batch axis", SPEC.format(samples='loader = "tests.test_modelspec:samples"').replace("[-1, 8, 8]", "[0, 8, 8]"), "inputs.0.shape: the first (batch) axis"),
+    ("bad batch axis", SPEC.format(samples='loader = "tests.test_modelspec:samples"').replace("[-1, 8, 8]", "[0, 8, 8]"), "inputs.0.shape: the first (batch) axis must be -1"),
     ("both sample sources", SPEC.format(samples='loader = "tests.test_modelspec:samples"\nfile = "x.npy"'), "samples: give exactly one of"),
     ("missing samples file", SPEC.format(samples='file = "nope.npz"'), "samples.file:"),
     ("samples of the wrong shape", SPEC.format(samples='file = "wrong.npy"'), "samples: input 'image' has shape [8, 64]"),
     ("missing weights", SPEC.format(samples='loader = "tests.test_modelspec:samples"').replace('required', 'weights = "none.pt"\nrequired'), "weights:"),
+    ("fixed batch", SPEC.format(samples='loader = "tests.test_modelspec:samples"').replace("[-1, 8, 8]", "[4, 8, 8]"), "the first (batch) axis must be -1"),
+    ("unknown tolerance key", SPEC.format(samples='loader = "tests.test_modelspec:samples"') + "[tolerance]\natoll = 1e-3\n", "tolerance.atoll: Extra inputs"),
+    ("lossy sample dtype", SPEC.format(samples='loader = "tests.test_modelspec:samples"').replace('datatype = "FP32"\nshape = [-1, 8, 8]', 'datatype = "UINT8"\nshape = [-1, 8, 8]'), "holds float32, which does not convert to UINT8"),
+    ("float labels", SPEC.format(samples='loader = "tests.test_modelspec:float_labels"'), "labels hold float64, expected integer class indices"),
+    ("labels beyond the classes", SPEC.format(samples='loader = "tests.test_modelspec:big_labels"'), "labels run from 0 to 12, expected class indices 0..9"),
 ]
+
+
+def float_labels():
+    return samples()[0], np.linspace(0, 1, 8)
+
+
+def big_labels():
+    return samples()[0], np.arange(8) + np.array([0] * 7 + [5])
 
 
 @pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
@@ -100,3 +113,15 @@ def test_outputs_may_be_left_to_the_model(tmp_path):
     loaded = load_spec(path)
     build_model(loaded)
     assert [(s.name, s.datatype, s.shape) for s in loaded.spec.outputs] == [("output", "FP32", [-1, 10])]
+
+
+def test_a_partial_tolerance_keeps_the_value_comparison(tmp_path):
+    path = write(tmp_path, SPEC.format(samples='loader = "tests.test_modelspec:samples"') + "[tolerance]\nrtol = 1e-2\n")
+    tolerance = load_spec(path).spec.tolerance
+    assert (tolerance.atol, tolerance.rtol, tolerance.min_agreement) == (1e-4, 1e-2, 1.0)
+
+
+def test_an_output_of_another_dtype_than_declared_is_refused(tmp_path):
+    path = write(tmp_path, SPEC.format(samples='loader = "tests.test_modelspec:samples"').replace('datatype = "FP32"\nshape = [-1, 10]', 'datatype = "FP64"\nshape = [-1, 10]'))
+    with pytest.raises(SpecError, match=r"outputs: 'logits' comes out as float32, the spec declares FP64"):
+        build_model(load_spec(path))

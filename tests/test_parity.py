@@ -112,3 +112,14 @@ def test_cli_exits_non_zero_and_names_the_variant(scratch_repository, tmp_path):
     assert last.startswith("crossdeploy: error: parity failed: keras-onnx: output 'logits' max abs diff")
     assert "Traceback" not in proc.stderr
     assert (tmp_path / "reports" / "parity" / "parity.md").is_file()  # reports are written before failing
+
+
+def test_an_output_without_classes_has_no_agreement_and_int8_must_compare_values():
+    """A regression (one column) has nothing to argmax: agreement is not reported, and an int8 tolerance that
+    compares no values cannot pass it."""
+    reference = {"y": np.linspace(-1, 1, 20).reshape(20, 1)}
+    wrong = {"y": reference["y"] + 5.0}
+    int8 = check_parity(reference, wrong, INT8_TOLERANCE, variant="q")
+    assert not int8.passed and int8.agreement is None and "no classes to agree on" in int8.failures[0]
+    floats = check_parity(reference, {"y": reference["y"] + 1e-6}, FLOAT_TOLERANCE, variant="f")
+    assert floats.passed and floats.agreement is None

@@ -52,21 +52,31 @@ def _converted(ctx: ExportContext, source: str) -> Path:
                 ("keep_ncw_or_nchw_or_ncdhw_input_names",
                  "onnx2tf transposed the input with keep_shape_absolutely_input_names (outputs disagreed with "
                  "onnxruntime); converted again with keep_ncw_or_nchw_or_ncdhw_input_names")]
+    errors: list[Exception] = []
+    converted: list[int] = []
     for attempt, (layout, note) in enumerate(attempts):
         work = ctx.scratch / f"onnx2tf-{source}-{attempt}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         copy = work / "input.onnx"
         shutil.copyfile(onnx_path, copy)
-        with contextlib.redirect_stdout(io.StringIO()):
-            onnx2tf.convert(input_onnx_file_path=str(copy), output_folder_path=str(work / "out"), non_verbose=True,
-                            **{layout: names}, **options)
-        if _agrees(work / "out", onnx_path, ctx):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                onnx2tf.convert(input_onnx_file_path=str(copy), output_folder_path=str(work / "out"), non_verbose=True,
+                                **{layout: names}, **options)
+            agrees = _agrees(work / "out", onnx_path, ctx)
+        except Exception as exc:  # this layout failed to convert or to run: the other one may not
+            errors.append(exc)
+            continue
+        converted.append(attempt)
+        if agrees:
             ctx.intermediates[key] = work / "out"
             ctx.workarounds[key] = notes + ([note] if note else [])
             return work / "out"
-    # Neither layout reproduces the ONNX model: keep the first, and let parity report how far off it is.
-    ctx.intermediates[key] = ctx.scratch / f"onnx2tf-{source}-0" / "out"
+    if not converted:
+        raise errors[0]  # onnx2tf's own error, under its default layout option
+    # Neither layout reproduces the ONNX model: keep one that converted, and let parity report how far off it is.
+    ctx.intermediates[key] = ctx.scratch / f"onnx2tf-{source}-{converted[0]}" / "out"
     ctx.workarounds[key] = notes + ["onnx2tf's outputs disagree with onnxruntime under both input-layout options"]
     return ctx.intermediates[key]
 

@@ -27,7 +27,7 @@ async function main() {
     summary.textContent = `${data.variants.length} variants checked on ${data.samples} test samples: ${data.passed ? "all pass" : "FAILURES: " + data.failures.join("; ")}. ` +
       `PyTorch vs Keras eager agreement: ${(data.cross_framework_agreement * 100).toFixed(2)} %.`;
     table(["variant", "pathway", "support", "max abs diff", "agreement", "accuracy", "parity"],
-      data.variants.map((v) => [v.variant, v.pathway, v.support, num(v.max_abs, 6), `${(v.agreement * 100).toFixed(2)} %`,
+      data.variants.map((v) => [v.variant, v.pathway, v.support, num(v.max_abs, 6), v.agreement === null ? "—" : `${(v.agreement * 100).toFixed(2)} %`,
         `${(v.accuracy * 100).toFixed(2)} %`, v.variant === v.reference ? "reference" : (v.passed ? "pass" : "FAIL")]));
     chart("parity.png", "distribution of logit differences per variant");
   } else {
