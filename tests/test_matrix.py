@@ -38,36 +38,27 @@ def linear_model():
     return tiny()
 
 
-class HangsWhenTraced(Tiny):
-    """Stands for a converter that never returns: torch.jit.trace of this model sleeps for an hour."""
+def _hangs_when(condition):
+    """Stands for a converter that never returns: the model sleeps for an hour while `condition()` holds."""
 
-    def forward(self, image):
-        if torch.jit.is_tracing():
-            import time
+    class Hangs(Tiny):
+        def forward(self, image):
+            if condition():
+                import time
 
-            time.sleep(3600)
-        return super().forward(image)
+                time.sleep(3600)
+            return super().forward(image)
 
-
-def hanging_model():
     torch.manual_seed(0)
-    return HangsWhenTraced()
+    return Hangs()
 
 
-class HangsWhenExported(Tiny):
-    """torch.export (and the dynamo ONNX exporter built on it) of this model sleeps for an hour."""
-
-    def forward(self, image):
-        if torch.compiler.is_exporting():
-            import time
-
-            time.sleep(3600)
-        return super().forward(image)
+def hanging_model():  # torch.jit.trace hangs
+    return _hangs_when(torch.jit.is_tracing)
 
 
-def export_hanging_model():
-    torch.manual_seed(0)
-    return HangsWhenExported()
+def export_hanging_model():  # torch.export, and the dynamo ONNX exporter built on it, hang
+    return _hangs_when(torch.compiler.is_exporting)
 
 
 def spec_file(folder, name, framework, factory, required="[]"):
