@@ -131,12 +131,18 @@ def verdict_section(report: BenchReport) -> list[str]:
     return lines + table(header_row, rows)
 
 
+def _section(report: BenchReport, kind: str, label: str, title: str, intro: str) -> tuple[list[str], list]:
+    """A section's heading and its scenarios; under the heading of a run without any, a line that says so."""
+    scenarios = [s for s in report.scenarios if s.kind == kind]
+    empty = [] if scenarios else ["", f"_No {label} scenarios in this run._"]
+    return [f"## {title}", "", intro, *empty], scenarios
+
+
 def inprocess_section(report: BenchReport) -> list[str]:
-    lines = ["## In-process", "", "Per call, through the runtime adapter (`adapter`) or the bare runtime (`bare`). "
-             "Latency: median of the repeats ± their relative range."]
-    scenarios = [s for s in report.scenarios if s.kind == "inprocess"]
+    lines, scenarios = _section(report, "inprocess", "in-process", "In-process", "Per call, through the runtime adapter (`adapter`) "
+                                "or the bare runtime (`bare`). Latency: median of the repeats ± their relative range.")
     if not scenarios:
-        return lines + ["", "_No in-process scenarios in this run._"]
+        return lines
     rows = []
     for s in sorted(scenarios, key=lambda s: (s.batch, s.threads or 1, s.layer, s.p50.median)):
         p90, p90_rel = spread_of([run.latency.p90 for run in s.runs])
@@ -149,11 +155,10 @@ def inprocess_section(report: BenchReport) -> list[str]:
 
 
 def gateway_section(report: BenchReport) -> list[str]:
-    lines = ["## Through the gateway", "", "Per request, measured by the client. Server columns: mean ms per request "
-             "inside the server (median of the repeats)."]
-    scenarios = [s for s in report.scenarios if s.kind == "gateway"]
+    lines, scenarios = _section(report, "gateway", "gateway", "Through the gateway", "Per request, measured by the client. "
+                                "Server columns: mean ms per request inside the server (median of the repeats).")
     if not scenarios:
-        return lines + ["", "_No gateway scenarios in this run._"]
+        return lines
     rows = []
     for s in sorted(scenarios, key=lambda s: (s.mode != "closed", s.layer, s.variant, s.concurrency or 0, s.rate or 0)):
         server = [run.server_ms for run in s.runs if run.server_ms]

@@ -2,6 +2,27 @@
 
 from __future__ import annotations
 
+import re
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes some tools put in their messages
+
+
+def first_line(exc: BaseException, limit: int | None = 300) -> str:
+    """An exception in one line: its first non-empty line (cut to `limit`), or its type when it says nothing."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+def first_lines(exc: BaseException, count: int = 4, width: int = 240) -> str:
+    """A tool's own message: its first non-empty lines, each cut to `width`. A message that carries a traceback
+    (TorchScript's) is led by its last line, which names the error."""
+    lines = [line.strip()[:width] for line in ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if len(lines) > count and any("Traceback" in line for line in lines):
+        return "\n".join([lines[-1], *lines[: count - 1]])
+    return "\n".join(lines[:count])
+
 
 class CrossdeployError(Exception):
     """Base of every error crossdeploy expects and reports in one line."""

@@ -31,14 +31,12 @@ class StageTimes:
             self.seconds[name] = time.perf_counter() - start
 
 
-def train(workdir: Path, epochs: int = 30, seed: int = 0, models: tuple[str, ...] | None = None) -> list:
-    """Trains the built-in models (default: all: digits-cnn and digits-transformer, each in both frameworks)."""
+def train(workdir: Path, epochs: int = 30, seed: int = 0) -> list:
+    """Trains the built-in models: digits-cnn and digits-transformer, each in both frameworks."""
     from crossdeploy.models.train import BUILTINS, train_builtin
 
     results = []
     for builtin in BUILTINS:
-        if models and builtin.model not in models:
-            continue
         r = train_builtin(builtin, workdir / "trained", epochs, seed)
         results.append(r)
         console.print(f"{r.model:18} {r.framework:8} test accuracy {r.test_accuracy:.2%} after {r.epochs} epochs "

@@ -8,7 +8,6 @@ a built-in model is a spec file like any user's (models/specs/).
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from crossdeploy.errors import CrossdeployError, ExportError
+from crossdeploy.errors import CrossdeployError, ExportError, first_line, first_lines
 from crossdeploy.export.repository import ToolStep
 from crossdeploy.versions import version_of
 
@@ -31,7 +30,11 @@ from .spec import BUILTIN_SPECS, FLOAT_TOLERANCE, ModelSpec
 # Pathways that start from another pathway's ONNX file.
 NEEDS = {"torch-onnx-int8": "torch-onnx", "torch-savedmodel": "torch-onnx", "torch-tflite": "torch-onnx",
          "keras-torchscript": "keras-onnx"}
-ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes some tools put in their messages
+BUILT_ON_TORCH_EXPORT = {"torch-aoti", "torch-executorch"}
+# Which tool a pathway's failure belongs to: the source framework's own exporter ("export failed") or a
+# converter/compiler that takes that export further ("conversion failed").
+CONVERTS = {"torch-aoti", "torch-onnx-int8", "torch-savedmodel", "torch-tflite", "torch-executorch",
+            "keras-tflite", "keras-tflite-int8", "keras-onnx", "keras-torchscript"}
 SOURCE_TOOL = {"pytorch": ("torch", "torch"), "keras": ("tf_keras", "tf-keras")}
 
 
@@ -56,26 +59,20 @@ def pathways_for(framework: str) -> list[Pathway]:
     return [p for p in PATHWAYS if p.source == framework]
 
 
-def select(specs: list[LoadedSpec], variants: list[str] | None) -> dict[str, list[Pathway]]:
-    """Per spec name+framework, the pathways to export; `variants` may name variants or pathways."""
+def select(specs: list[LoadedSpec], variants: list[str] | None) -> list[set[str]]:
+    """Per spec (in order), the names of the pathways to export; `variants` may name variants or pathways."""
     known = {loaded.spec.variant(p.name): p.name for loaded in specs for p in pathways_for(loaded.framework)}
     unknown = [v for v in variants or [] if v not in known and v not in BY_NAME]
     if unknown:
         raise CrossdeployError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    chosen = {}
-    for loaded in specs:
-        chosen[loaded.spec.name + ":" + loaded.framework] = [
-            p for p in pathways_for(loaded.framework)
-            if not variants or p.name in variants or loaded.spec.variant(p.name) in variants
-        ]
-    return chosen
+    return [{p.name for p in pathways_for(loaded.framework)
+             if not variants or p.name in variants or loaded.spec.variant(p.name) in variants} for loaded in specs]
 
 
 def contract(loaded: LoadedSpec) -> ModelSpec:
     spec = loaded.spec
-    classes = spec.outputs[0].shape[-1] if len(spec.outputs[0].shape) > 1 else 1
     return ModelSpec(name=spec.name, inputs=tuple(s.signature() for s in spec.inputs),
-                     outputs=tuple(s.signature() for s in spec.outputs), opset=spec.opset, num_classes=classes,
+                     outputs=tuple(s.signature() for s in spec.outputs), opset=spec.opset,
                      torch_entry=spec.factory, tolerance=spec.tolerance, variant_prefix=spec.prefix)
 
 
@@ -100,7 +97,7 @@ def variant_config(pathway: Pathway, ctx: ExportContext, exported: Exported) -> 
     # Model code for formats that hold weights only (torch-eager) or need registered classes (a .keras file).
     entry = spec.torch_entry if pathway.format in ("torch-eager", "keras") else None
     return VariantConfig(
-        name=spec.variant_prefix + pathway.name, model=spec.name, format=pathway.format,
+        name=spec.variant(pathway.name), model=spec.name, format=pathway.format,
         runtime=pathway.runtime_step(), source_framework=pathway.source, precision=pathway.precision,
         pathway=[source_step(ctx), *exported.steps], support=pathway.support,
         inputs=list(spec.inputs), outputs=list(spec.outputs), dynamic_batch=exported.dynamic_batch,
@@ -110,12 +107,10 @@ def variant_config(pathway: Pathway, ctx: ExportContext, exported: Exported) -> 
 
 
 def export_all(repository: ModelRepository, specs: list[LoadedSpec], variants: list[str] | None = None) -> list[ExportOutcome]:
-    chosen = select(specs, variants)
     repository.root.mkdir(parents=True, exist_ok=True)
     outcomes: list[ExportOutcome] = []
     plans = []
-    for loaded in specs:
-        names = {p.name for p in chosen[loaded.spec.name + ":" + loaded.framework]}
+    for loaded, names in zip(specs, select(specs, variants)):
         needed = names | {NEEDS[n] for n in names if n in NEEDS}
         plans.append((loaded, names, [p for p in PATHWAYS if p.name in needed]))
     with Progress(TextColumn("[bold]export {task.fields[variant]:<30}"), BarColumn(), MofNCompleteColumn(),
@@ -133,27 +128,11 @@ def export_all(repository: ModelRepository, specs: list[LoadedSpec], variants: l
     return outcomes
 
 
-def first_line(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
-
-
-def first_lines(exc: BaseException, count: int = 4, width: int = 240) -> str:
-    """A tool's own message: its first non-empty lines, each cut to `width`. A message that carries a traceback
-    (TorchScript's) is led by its last line, which names the error."""
-    lines = [line.strip()[:width] for line in ANSI.sub("", str(exc)).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    if len(lines) > count and any("Traceback" in line for line in lines):
-        return "\n".join([lines[-1], *lines[: count - 1]])
-    return "\n".join(lines[:count])
-
-
 def export_one(repository: ModelRepository, pathway: Pathway, ctx: ExportContext, keep: bool,
                detail: bool = False) -> ExportOutcome:
     """`detail`: the error keeps the tool's first lines (the matrix report) instead of one line (the CLI)."""
     start = time.perf_counter()
-    name = ctx.spec.variant_prefix + pathway.name
+    name = ctx.spec.variant(pathway.name)
     staged = repository.staging_dir(name)
     try:
         exported = pathway.exporter_function()(ctx, staged)

@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from crossdeploy.errors import CrossdeployError
 
+from .exporting import CONVERTS
 from .modelspec import LoadedSpec, SpecError, build_model, load_spec
 from .pathways import BY_NAME, PATHWAYS
 from .repository import ModelRepository
@@ -286,7 +287,7 @@ def run_spec(spec: LoadedSpec, out: Path, workdir: Path, only: list[str] | None,
                     tail = _log_tail(log_path)
                     message = ended + (f"\n{tail}" if tail and "timed out" not in ended else "")
                     status = FAILED_AT_STEP.get(step, "export failed")
-                    if status == "export failed" and victim in _converts():
+                    if status == "export failed" and victim in CONVERTS:
                         status = "conversion failed"
                     results[victim] = PathwayResult(spec.spec.name, spec.framework, victim, status, required(victim), step, message)
                     if step in ("prepare", "export"):  # a variant that exported but crashed at run time is still there
@@ -301,12 +302,6 @@ def run_spec(spec: LoadedSpec, out: Path, workdir: Path, only: list[str] | None,
                      samples=len(next(iter(spec.x.values()))), labels=spec.y is not None, source_accuracy=accuracy,
                      seconds=round(time.perf_counter() - start, 1), workers=workers, log=str(log_path))
     return record, ordered
-
-
-def _converts() -> set[str]:
-    from .matrix_worker import CONVERTS
-
-    return CONVERTS
 
 
 def check_register(specs: list[LoadedSpec], pathways: list[str] | None, target: ModelRepository) -> None:

@@ -18,13 +18,9 @@ from pathlib import Path
 import numpy as np
 
 import crossdeploy  # noqa: F401  (environment first)
-from crossdeploy.export.exporting import first_lines
+from crossdeploy.errors import first_lines
+from crossdeploy.export.exporting import BUILT_ON_TORCH_EXPORT, CONVERTS
 
-# Which tool a pathway's failure belongs to: the source framework's own exporter ("export failed") or a
-# converter/compiler that takes that export further ("conversion failed").
-CONVERTS = {"torch-aoti", "torch-onnx-int8", "torch-savedmodel", "torch-tflite", "torch-executorch",
-            "keras-tflite", "keras-tflite-int8", "keras-onnx", "keras-torchscript"}
-BUILT_ON_TORCH_EXPORT = {"torch-aoti", "torch-executorch"}
 LATENCY_CALLS, LATENCY_SECONDS, WARMUP = 300, 3.0, 10
 
 

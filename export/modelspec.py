@@ -28,7 +28,7 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from crossdeploy.errors import ConfigError
+from crossdeploy.errors import ConfigError, first_line
 
 from .spec import TensorSignature, Tolerance
 
@@ -170,7 +170,7 @@ def resolve(reference: str, path: Path, field: str) -> Callable:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # an import can raise anything; name the field and keep the first line
-        raise SpecError(str(path), f"{field}: cannot import '{module_name}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        raise SpecError(str(path), f"{field}: cannot import '{module_name}': {first_line(exc)}") from exc
     function = getattr(module, attribute, None)
     if not callable(function):
         raise SpecError(str(path), f"{field}: '{module_name}' has no callable '{attribute}'")
@@ -182,8 +182,7 @@ def call(reference: str, path: Path, field: str):
     try:
         return function()
     except Exception as exc:  # a user's loader can raise anything
-        text = str(exc).strip()
-        raise SpecError(str(path), f"{field}: {reference}() raised: {text.splitlines()[0][:200] if text else type(exc).__name__}") from exc
+        raise SpecError(str(path), f"{field}: {reference}() raised: {first_line(exc, 200)}") from exc
 
 
 def _read_samples(spec: ModelSpecFile, path: Path) -> tuple[object, object]:
@@ -290,12 +289,7 @@ def _load_weights(loaded: LoadedSpec, model) -> None:
             model.load_weights(str(loaded.weights))
     except Exception as exc:  # a state_dict for another architecture, a file of another format
         raise SpecError(str(loaded.path), f"weights: {loaded.weights} does not fit the model the factory builds: "
-                                          f"{_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
+                                          f"{first_line(exc, 200)}") from exc
 
 
 def run_source(framework: str, model, x: np.ndarray) -> list[np.ndarray]:
@@ -319,7 +313,7 @@ def build_model(loaded: LoadedSpec):
     except SpecError:
         raise
     except Exception as exc:
-        raise SpecError(str(path), f"factory: {spec.factory}() raised: {_first_line(exc)}") from exc
+        raise SpecError(str(path), f"factory: {spec.factory}() raised: {first_line(exc, 200)}") from exc
     if spec.framework == "pytorch":
         import torch
 
@@ -339,7 +333,7 @@ def build_model(loaded: LoadedSpec):
     try:
         values = run_source(spec.framework, model, feed)
     except Exception as exc:  # whatever the framework raises for a mismatched input, in one line
-        raise SpecError(str(path), f"inputs: the model does not accept samples shaped {list(feed.shape)}: {_first_line(exc)}") from exc
+        raise SpecError(str(path), f"inputs: the model does not accept samples shaped {list(feed.shape)}: {first_line(exc, 200)}") from exc
     if not spec.outputs:  # not declared: what the model returns, batch axis dynamic
         if len(values) != 1:
             raise SpecError(str(path), f"outputs: the model returns {len(values)} outputs; declare the one to serve")

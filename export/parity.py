@@ -16,11 +16,10 @@ import numpy as np
 
 from crossdeploy.errors import CrossdeployError, ParityError
 
-from .pathways import BY_NAME
+from .pathways import BY_NAME, EAGER_FORMAT
 from .repository import ModelRepository, OutputParity, ParityResult, VariantConfig
 from .spec import Tolerance
 
-EAGER_FORMAT = {"pytorch": "torch-eager", "keras": "keras"}
 REL_FLOOR = 1e-3  # max_rel divides by max(|b|, REL_FLOOR): logits this close to zero carry no relative meaning
 
 

@@ -80,3 +80,5 @@ PATHWAYS: tuple[Pathway, ...] = (
 )
 
 BY_NAME = {p.name: p for p in PATHWAYS}
+# The format of each source framework's eager variant: the reference every other variant of that model is checked against.
+EAGER_FORMAT = {"pytorch": "torch-eager", "keras": "keras"}

@@ -38,10 +38,12 @@ class ModelSpec:
     inputs: tuple[TensorSignature, ...]
     outputs: tuple[TensorSignature, ...]
     opset: int
-    num_classes: int
     torch_entry: str  # "module:function" that builds the model (torch-eager: the state_dict's architecture)
     tolerance: Tolerance | None = None  # the spec's float tolerance (None: FLOAT_TOLERANCE)
     variant_prefix: str = ""  # variant names are <prefix><pathway>
+
+    def variant(self, pathway: str) -> str:
+        return f"{self.variant_prefix}{pathway}"
 
 
 DIGITS = ModelSpec(
@@ -49,7 +51,6 @@ DIGITS = ModelSpec(
     inputs=(TensorSignature(name="image", datatype="FP32", shape=(-1, 8, 8)),),
     outputs=(TensorSignature(name="logits", datatype="FP32", shape=(-1, 10)),),
     opset=18,
-    num_classes=10,
     torch_entry="crossdeploy.models.torch_cnn:build",
 )
 BUILTIN_SPECS = Path(__file__).resolve().parents[1] / "models" / "specs"

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from crossdeploy.errors import CrossdeployError, InvalidInput
+from crossdeploy.export.pathways import EAGER_FORMAT
 
 from .core import Gateway, Timings
 from .http import json_response, openapi_body, parse_json
@@ -24,7 +25,6 @@ from .registry import Served
 from .tfserving import decode_predict
 from .torchserve import decode_prediction, read_upload, softmax, with_batch
 
-EAGER_FORMAT = {"pytorch": "torch-eager", "keras": "keras"}
 inference = APIRouter(tags=["Compare"])  # the hot routes, mounted before everything else
 
 

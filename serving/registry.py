@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from crossdeploy.errors import CrossdeployError, ModelNotFound, ModelNotReady
+from crossdeploy.errors import CrossdeployError, ModelNotFound, ModelNotReady, first_line
 from crossdeploy.export.repository import ModelRepository, VariantConfig
 from crossdeploy.serving.runtimes import Runtime, runtime_class
 
@@ -107,7 +107,7 @@ class ModelRegistry:
                 entry.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-v{record.version}")
             except Exception as exc:  # an unknown format or a framework that fails to import: this variant only
                 log.error("variant %s version %s failed to load: %s", name, record.version, exc)
-                entry = Served(name, record.version, config, None, "UNAVAILABLE", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                entry = Served(name, record.version, config, None, "UNAVAILABLE", first_line(exc, limit=None))
             entry.load_seconds = time.perf_counter() - start
             served[record.version] = entry
         self._swap(name, served)

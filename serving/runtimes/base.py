@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crossdeploy.errors import ArtifactError, InvalidInput, ModelNotReady
+from crossdeploy.errors import ArtifactError, InvalidInput, ModelNotReady, first_line
 from crossdeploy.export.repository import VariantConfig, VersionRecord, sha256_of
 
 from ..dtypes import V2_TO_NUMPY as DTYPES  # the one V2 <-> numpy table
@@ -55,7 +55,7 @@ class Runtime(ABC):
         except ArtifactError:
             raise
         except Exception as exc:  # each framework raises its own types; name the file, keep the cause
-            raise ArtifactError(self.name, str(self.artifact), f"cannot load: {str(exc).splitlines()[0][:300]}") from exc
+            raise ArtifactError(self.name, str(self.artifact), f"cannot load: {first_line(exc)}") from exc
         self.ready = True
         return self
 
