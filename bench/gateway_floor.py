@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.export.repository import ModelRepository
+from crossdeploy.repository import ModelRepository
 
 MODEL = "torch-onnx"
 NEIGHBOUR = "keras-eager"  # the slowest variant (tf_keras eager call, ~2-30 ms): must not stall torch-onnx

@@ -21,7 +21,7 @@ import crossdeploy  # noqa: F401  (environment first)
 
 import numpy as np
 
-from crossdeploy.export.repository import ModelRepository
+from crossdeploy.repository import ModelRepository
 
 from .stats import Window, measure_stable, merge
 
@@ -51,7 +51,7 @@ def timed_window(call, rows: int, seconds: float) -> Window:
 
 def measure(repository: Path, threads: int, variants: list[str], batches: tuple[int, ...], layers: tuple[str, ...],
             repeats: int, window_s: float, max_windows: int) -> list[dict]:
-    from crossdeploy.serving.runtimes import open_runtime
+    from crossdeploy.runtimes import open_runtime
 
     repo = ModelRepository(repository)
     runtimes = {name: open_runtime(repo, name, threads=threads).load() for name in variants}
@@ -91,7 +91,7 @@ def _call(runtime, feed: dict[str, np.ndarray], layer: str):
 def coldstart(repository: Path, name: str, threads: int) -> dict:
     import psutil
 
-    from crossdeploy.serving.runtimes import open_runtime
+    from crossdeploy.runtimes import open_runtime
 
     process = psutil.Process()
     repo = ModelRepository(repository)

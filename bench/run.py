@@ -26,16 +26,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from crossdeploy.errors import ConfigError, CrossdeployError
-from crossdeploy.export.repository import ModelRepository
-from crossdeploy.versions import version_of
+from crossdeploy.repository import ModelRepository
+from crossdeploy.versions import INFERENCE_PACKAGES, version_of
 
 from .gateway_load import PROTOCOLS, Sweep
 from .results import BenchReport, ColdStart, Machine, Run, Scenario
 from .stats import judge, spread
 
 QUICK_VARIANTS = ("torch-eager", "torch-onnx", "keras-savedmodel", "keras-tflite")
-INFERENCE_PACKAGES = ("torch", "onnxruntime", "tensorflow", "tf-keras", "ai-edge-litert", "executorch", "numpy",
-                      "fastapi", "uvicorn", "orjson", "onnx", "onnx2tf", "tf2onnx", "onnx2torch")
 
 
 @dataclass

@@ -12,8 +12,8 @@ from pathlib import Path
 from rich.console import Console
 
 from crossdeploy.errors import ConfigError, CrossdeployError
-from crossdeploy.export.repository import ModelRepository
-from crossdeploy.export.spec import Tolerance
+from crossdeploy.repository import ModelRepository
+from crossdeploy.repository import Tolerance
 
 # Wide enough for the parity table when output is piped (CI logs); a terminal keeps its own width.
 console = Console(width=None if sys.stdout.isatty() else 200)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import metadata
 
-INFERENCE_PACKAGES = (
+INFERENCE_PACKAGES = (  # what builds, runs and serves a variant: recorded in configs and bench reports
     "torch", "tensorflow", "tf-keras", "onnx", "onnxruntime", "onnxscript", "onnx2tf", "tf2onnx",
-    "onnx2torch", "ai-edge-litert", "executorch", "numpy",
+    "onnx2torch", "ai-edge-litert", "executorch", "numpy", "fastapi", "uvicorn", "orjson",
 )
 
 

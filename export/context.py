@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crossdeploy.export.repository import ToolStep
+from crossdeploy.repository import ToolStep
 
 from .spec import ModelSpec
 

@@ -18,14 +18,15 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from crossdeploy.errors import CrossdeployError, ExportError, first_line, first_lines
-from crossdeploy.export.repository import ToolStep
+from crossdeploy.repository import ToolStep
 from crossdeploy.versions import version_of
 
 from .context import ExportContext, Exported
 from .modelspec import LoadedSpec, build_model, load_spec
 from .pathways import BY_NAME, PATHWAYS, Pathway
-from .repository import ModelRepository, VariantConfig
-from .spec import BUILTIN_SPECS, FLOAT_TOLERANCE, ModelSpec
+from crossdeploy.repository import ModelRepository, VariantConfig
+from .spec import BUILTIN_SPECS, ModelSpec
+from crossdeploy.repository import FLOAT_TOLERANCE
 
 # Pathways that start from another pathway's ONNX file.
 NEEDS = {"torch-onnx-int8": "torch-onnx", "torch-savedmodel": "torch-onnx", "torch-tflite": "torch-onnx",
@@ -99,7 +100,7 @@ def variant_config(pathway: Pathway, ctx: ExportContext, exported: Exported) -> 
     return VariantConfig(
         name=spec.variant(pathway.name), model=spec.name, format=pathway.format,
         runtime=pathway.runtime_step(), source_framework=pathway.source, precision=pathway.precision,
-        pathway=[source_step(ctx), *exported.steps], support=pathway.support,
+        pathway=pathway.name, toolchain=[source_step(ctx), *exported.steps], support=pathway.support,
         inputs=list(spec.inputs), outputs=list(spec.outputs), dynamic_batch=exported.dynamic_batch,
         max_batch=exported.max_batch, batch_note=exported.batch_note, entry=entry, tolerance=tolerance,
         notes=exported.notes,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from crossdeploy.export.repository import ToolStep
+from crossdeploy.repository import ToolStep
 from crossdeploy.versions import version_of
 
 from .context import ExportContext, Exported

@@ -30,7 +30,7 @@ from crossdeploy.errors import CrossdeployError
 from .exporting import CONVERTS
 from .modelspec import LoadedSpec, SpecError, build_model, load_spec
 from .pathways import BY_NAME, PATHWAYS
-from .repository import ModelRepository
+from crossdeploy.repository import ModelRepository
 
 STATUSES = ("ok", "export failed", "conversion failed", "load failed", "runtime failed", "parity failed")
 FAILED_AT_STEP = {"prepare": "export failed", "export": "export failed", "load": "load failed",

@@ -67,7 +67,7 @@ def run(job: dict, report: Reporter) -> None:
     from .exporting import NEEDS, context_for
     from .modelspec import build_model, load_spec, run_source
     from .pathways import PATHWAYS
-    from .repository import ModelRepository
+    from crossdeploy.repository import ModelRepository
 
     import torch
 
@@ -119,7 +119,7 @@ def run(job: dict, report: Reporter) -> None:
 
 
 def _pathway(job, report, pathway, keep, ctx, repository, loaded, reference, x, failed, state) -> None:
-    from crossdeploy.serving.runtimes import open_runtime
+    from crossdeploy.runtimes import open_runtime
 
     from .exporting import export_one
     from .parity import check_parity
@@ -139,7 +139,7 @@ def _pathway(job, report, pathway, keep, ctx, repository, loaded, reference, x, 
               "export_seconds": outcome.seconds}
     config = repository.config(outcome.name)
     result.update(dynamic_batch=config.dynamic_batch, max_batch=config.max_batch, batch_note=config.batch_note,
-                  notes=config.notes, precision=config.precision, chain=" → ".join(step.tool for step in config.pathway),
+                  notes=config.notes, precision=config.precision, chain=" → ".join(step.tool for step in config.toolchain),
                   declared_batch=declared_batch(config, repository.version_dir(outcome.name, outcome.version)))
     state["step"] = "load"
     report("step", pathway=name, step="load")

@@ -30,10 +30,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from crossdeploy.errors import ConfigError, first_line
 
-from .spec import TensorSignature, Tolerance
+from crossdeploy.repository import FLOAT_TOLERANCE, V2_TO_NUMPY, TensorSignature, Tolerance
 
 FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-DATATYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32, "UINT8": np.uint8}
+SPEC_DATATYPES = ("FP32", "FP64", "INT64", "INT32", "UINT8")  # what the exporters and samples handle
+DATATYPES = {name: V2_TO_NUMPY[name].type for name in SPEC_DATATYPES}
 
 
 class SpecError(ConfigError):
@@ -86,7 +87,7 @@ class ModelSpecFile(BaseModel):
     inputs: list[Signature] = Field(min_length=1)
     outputs: list[Signature] = []  # empty: taken from what the model returns on two samples (named "output")
     samples: Samples
-    tolerance: Tolerance = Tolerance(atol=1e-4, rtol=1e-3, min_agreement=1.0)
+    tolerance: Tolerance = FLOAT_TOLERANCE
     required: list[str] = []
     opset: int = Field(18, ge=13, le=23)
     variant_prefix: str | None = Field(None, pattern=r"^[a-z0-9-]*$")
@@ -98,7 +99,7 @@ class ModelSpecFile(BaseModel):
         """A partial [tolerance] keeps the defaults for what it leaves out (an atol left out would turn off the
         value comparison)."""
         if isinstance(value, dict):
-            return {"atol": 1e-4, "rtol": 1e-3, "min_agreement": 1.0, **value}
+            return {**FLOAT_TOLERANCE.model_dump(exclude_none=True), **value}
         return value
 
     @field_validator("inputs", "outputs")

@@ -16,9 +16,8 @@ import numpy as np
 
 from crossdeploy.errors import CrossdeployError, ParityError
 
-from .pathways import BY_NAME, EAGER_FORMAT
-from .repository import ModelRepository, OutputParity, ParityResult, VariantConfig
-from .spec import Tolerance
+from .pathways import BY_NAME
+from crossdeploy.repository import ModelRepository, OutputParity, ParityResult, Tolerance, VariantConfig, reference_of
 
 REL_FLOOR = 1e-3  # max_rel divides by max(|b|, REL_FLOOR): logits this close to zero carry no relative meaning
 
@@ -58,14 +57,12 @@ def check_parity(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarr
             continue
         result, diff = output_diff(name, got, expected)
         stats.append(result)
-        if tolerance.atol is not None:
-            bound = tolerance.atol + (tolerance.rtol or 0.0) * np.abs(expected.astype(np.float64))
-            breaches = int((diff > bound).sum())
-            if breaches:
-                failures.append(
-                    f"{variant}: output '{name}' max abs diff {result.max_abs:.3g} > atol {tolerance.atol:g} "
-                    f"+ rtol {tolerance.rtol:g}*|ref| at {breaches}/{diff.size} elements"
-                )
+        breaches = tolerance.breaches(got, expected)
+        if breaches:
+            failures.append(
+                f"{variant}: output '{name}' max abs diff {result.max_abs:.3g} > atol {tolerance.atol:g} "
+                f"+ rtol {tolerance.rtol or 0.0:g}*|ref| at {breaches}/{diff.size} elements"
+            )
     first = next(iter(reference))
     agreement = accuracy = reference_accuracy = None
     classes = reference[first].ndim == 2 and reference[first].shape[1] > 1  # argmax means something only here
@@ -122,17 +119,9 @@ def builtin_samples() -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     return samples_by_model(load_spec(p, require_weights=False) for p in sorted(BUILTIN_SPECS.glob("*.toml")))
 
 
-def reference_of(config: VariantConfig, configs: list[VariantConfig]) -> str | None:
-    """The eager variant of the same model and source framework: what every other variant is checked against."""
-    eager = EAGER_FORMAT[config.source_framework]
-    return next((c.name for c in configs if c.model == config.model and c.source_framework == config.source_framework
-                 and c.format == eager), None)
-
-
 def pathway_order(config: VariantConfig) -> tuple:
     order = {name: i for i, name in enumerate(BY_NAME)}
-    pathway = max((p for p in BY_NAME if config.name.endswith(p)), key=len, default=config.name)
-    return (config.model, order.get(pathway, len(order)), config.name)
+    return (config.model, order.get(config.pathway, len(order)), config.name)
 
 
 def run_parity(repository: ModelRepository, variants: list[str] | None = None, threads: int = 2,
@@ -140,7 +129,7 @@ def run_parity(repository: ModelRepository, variants: list[str] | None = None, t
                samples: dict[str, tuple[np.ndarray, np.ndarray | None]] | None = None) -> ParityRun:
     """Runs every (or the named) variant on its model's samples (default: the built-in specs' test split) and
     writes each result into its config."""
-    from crossdeploy.serving.runtimes import open_runtime
+    from crossdeploy.runtimes import open_runtime
 
     unknown = [n for n in variants or [] if n not in repository.names()]
     if unknown:

@@ -8,10 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from crossdeploy.export.repository import Support, ToolStep
+from crossdeploy.repository import Support, ToolStep, Tolerance, default_tolerance
 from crossdeploy.versions import version_of
 
-from .spec import FLOAT_TOLERANCE, INT8_TOLERANCE, Tolerance
 
 ACTIVE = "active"
 TORCHSCRIPT_DEPRECATED = Support(status="deprecated", note="TorchScript is deprecated in favour of torch.export")
@@ -31,7 +30,7 @@ class Pathway:
 
     @property
     def tolerance(self) -> Tolerance:
-        return INT8_TOLERANCE if self.precision == "int8" else FLOAT_TOLERANCE
+        return default_tolerance(self.precision)
 
     def runtime_step(self) -> ToolStep:
         return ToolStep(tool=self.runtime, version=version_of(self.runtime))
@@ -80,5 +79,3 @@ PATHWAYS: tuple[Pathway, ...] = (
 )
 
 BY_NAME = {p.name: p for p in PATHWAYS}
-# The format of each source framework's eager variant: the reference every other variant of that model is checked against.
-EAGER_FORMAT = {"pytorch": "torch-eager", "keras": "keras"}

@@ -13,7 +13,7 @@ from .parity import ParityRun, VariantParity
 
 
 def chain(v: VariantParity) -> str:
-    return " → ".join(step.tool for step in v.config.pathway)
+    return " → ".join(step.tool for step in v.config.toolchain)
 
 
 def _size(v: VariantParity) -> int:

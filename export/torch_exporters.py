@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from crossdeploy.export.repository import ToolStep
+from crossdeploy.repository import ToolStep
 from crossdeploy.versions import version_of
 
 from .context import ExportContext, Exported

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from crossdeploy import __version__
-from crossdeploy.export.repository import ModelRepository
+from crossdeploy.repository import ModelRepository
 from crossdeploy.settings import Settings
 
 from . import compare, kserve_v2, tfserving, torchserve, web

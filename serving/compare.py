@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from crossdeploy.errors import CrossdeployError, InvalidInput
-from crossdeploy.export.pathways import EAGER_FORMAT
+from crossdeploy.repository import EAGER_FORMAT
 
 from .core import Gateway, Timings
 from .http import json_response, openapi_body, parse_json
@@ -73,11 +73,10 @@ def _transport(served: Served, outputs: dict[str, np.ndarray]) -> dict:
     return report
 
 
-def _within(config, diff_abs: np.ndarray, reference: np.ndarray) -> bool | None:
-    tolerance = config.tolerance
-    if tolerance.atol is None:
-        return None  # int8: judged by agreement and accuracy over the test split, not value by value
-    return bool(np.all(diff_abs <= tolerance.atol + (tolerance.rtol or 0.0) * np.abs(reference)))
+def _within(config, candidate: np.ndarray, reference: np.ndarray) -> bool | None:
+    """None for int8: judged by agreement and accuracy over the test split, not value by value."""
+    breaches = config.tolerance.breaches(candidate, reference)
+    return None if breaches is None else breaches == 0
 
 
 @inference.post("/v1/compare", summary="One input through every variant, side by side",
@@ -110,7 +109,7 @@ async def compare(request: Request):
             "name": entry.name, "version": entry.version, "model": config.model if config else None,
             "source_framework": config.source_framework if config else None, "format": config.format if config else None,
             "precision": config.precision if config else None,
-            "pathway": " → ".join(step.tool for step in config.pathway) if config else "",
+            "pathway": " → ".join(step.tool for step in config.toolchain) if config else "",
             "support": config.support.model_dump() if config else None,
             "tolerance": config.tolerance.model_dump() if config else None,
         }
@@ -138,7 +137,7 @@ async def compare(request: Request):
         if reference:
             expected = results[reference][1][first]
             row["max_abs_diff_vs_reference"] = _max_abs(outputs[first], expected)
-            row["within_tolerance"] = _within(config, np.abs(outputs[first].astype(np.float64) - expected), expected)
+            row["within_tolerance"] = _within(config, outputs[first], expected)
         row["max_abs_diff_vs_same_source"] = {
             other: _max_abs(outputs[first], o[first]) for other, (e, o) in results.items()
             if other != row["name"] and e.config.source_framework == config.source_framework and e.config.model == config.model

@@ -21,7 +21,7 @@ from crossdeploy import __version__
 from crossdeploy.errors import InvalidInput
 
 from .core import Gateway, parse_version
-from .dtypes import NUMPY_TO_V2, PLATFORMS, V2_TO_NUMPY
+from crossdeploy.repository import NUMPY_TO_V2, PLATFORMS, V2_TO_NUMPY
 from .http import json_response, openapi_body, parse_json, read_body, require_media
 from .registry import Served
 

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from crossdeploy.errors import CrossdeployError, ModelNotFound, ModelNotReady, first_line
-from crossdeploy.export.repository import ModelRepository, VariantConfig
-from crossdeploy.serving.runtimes import Runtime, runtime_class
+from crossdeploy.repository import ModelRepository, VariantConfig
+from crossdeploy.runtimes import Runtime, runtime_class
 
 log = logging.getLogger("crossdeploy.gateway")
 

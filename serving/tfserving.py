@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from crossdeploy.errors import InvalidInput
 
 from .core import Gateway, parse_version
-from .dtypes import V2_TO_NUMPY, V2_TO_TF
+from crossdeploy.repository import V2_TO_NUMPY, V2_TO_TF
 from .http import json_response, openapi_body, parse_json, read_body, require_media
 from .kserve_v2 import gateway, json_tensor
 from .registry import Served

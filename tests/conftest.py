@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import crossdeploy  # noqa: F401  (environment first)
-from crossdeploy.export.repository import ModelRepository
+from crossdeploy.repository import ModelRepository
 
 EPOCHS = 30  # the pipeline's default: the accuracy bar (>= 0.95) is asserted on what users get
 

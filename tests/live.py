@@ -8,7 +8,7 @@ import time
 import uvicorn
 
 from crossdeploy.bench.gateway_floor import free_port
-from crossdeploy.export.repository import ModelRepository
+from crossdeploy.repository import ModelRepository
 from crossdeploy.serving.app import create_app
 from crossdeploy.settings import Settings
 

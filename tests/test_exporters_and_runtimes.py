@@ -5,9 +5,9 @@ import pytest
 
 from crossdeploy.errors import ArtifactError, InvalidInput
 from crossdeploy.export.pathways import PATHWAYS
-from crossdeploy.export.repository import sha256_of
+from crossdeploy.repository import sha256_of
 from crossdeploy.models.data import load_split
-from crossdeploy.serving.runtimes import REGISTRY, open_runtime
+from crossdeploy.runtimes import REGISTRY, open_runtime
 
 NAMES = [p.name for p in PATHWAYS]
 FILES = {"torch-eager": "model.pt", "torchscript": "model.pt", "torch-export": "model.pt2", "aoti": "model.pt2",

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from crossdeploy.export.repository import ModelRepository
+from crossdeploy.repository import ModelRepository
 
 from .live import LiveGateway
 

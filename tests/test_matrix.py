@@ -14,7 +14,7 @@ import torch
 
 from crossdeploy.cli import main
 from crossdeploy.export.pathways import PATHWAYS
-from crossdeploy.export.repository import ModelRepository
+from crossdeploy.repository import ModelRepository
 
 from .live import LiveGateway
 from .test_modelspec import Tiny, samples, tiny  # samples: the loader the specs below name

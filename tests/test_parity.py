@@ -12,9 +12,9 @@ from onnx import numpy_helper
 from crossdeploy.errors import ParityError
 from crossdeploy.export.parity import check_parity, raise_on_failure, run_parity
 from crossdeploy.export.pathways import PATHWAYS
-from crossdeploy.export.repository import ModelRepository
+from crossdeploy.repository import ModelRepository
 from crossdeploy.export.reports import markdown, write_reports
-from crossdeploy.export.spec import FLOAT_TOLERANCE, INT8_TOLERANCE, Tolerance
+from crossdeploy.repository import FLOAT_TOLERANCE, INT8_TOLERANCE, Tolerance
 
 REF = np.array([[1.0, -2.0, 0.0, 4.0], [0.5, 3.0, -1.0, 0.0]], np.float32)
 

@@ -6,14 +6,15 @@ from datetime import datetime, timezone
 import pytest
 
 from crossdeploy.errors import ConfigError, ModelNotFound, RepositoryError
-from crossdeploy.export.repository import ModelRepository, Support, ToolStep, VariantConfig, sha256_of
-from crossdeploy.export.spec import DIGITS, FLOAT_TOLERANCE
+from crossdeploy.repository import ModelRepository, Support, ToolStep, VariantConfig, sha256_of
+from crossdeploy.export.spec import DIGITS
+from crossdeploy.repository import FLOAT_TOLERANCE
 
 
 def template(name="toy"):
     return VariantConfig(
         name=name, model="toy", format="onnx", runtime=ToolStep(tool="onnxruntime", version="x"),
-        source_framework="pytorch", precision="fp32", pathway=[ToolStep(tool="torch", version="x")],
+        source_framework="pytorch", precision="fp32", pathway="torch-eager", toolchain=[ToolStep(tool="torch", version="x")],
         support=Support(status="active", note="test"), inputs=list(DIGITS.inputs), outputs=list(DIGITS.outputs),
         dynamic_batch=True, tolerance=FLOAT_TOLERANCE,
     )

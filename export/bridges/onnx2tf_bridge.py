@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from crossdeploy.errors import ExportError
-from crossdeploy.export.repository import ToolStep
+from crossdeploy.repository import ToolStep
 from crossdeploy.versions import version_of
 
 from ..context import ExportContext, Exported

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from crossdeploy.errors import ExportError
-from crossdeploy.export.repository import ToolStep
+from crossdeploy.repository import ToolStep
 from crossdeploy.versions import version_of
 
 from ..context import ExportContext, Exported

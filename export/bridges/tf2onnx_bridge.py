@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-from crossdeploy.export.repository import ToolStep
+from crossdeploy.repository import ToolStep
 from crossdeploy.versions import version_of
 
 from ..context import ExportContext, Exported

@@ -9,7 +9,7 @@ import importlib
 from pathlib import Path
 
 from crossdeploy.errors import ConfigError
-from crossdeploy.export.repository import ModelRepository
+from crossdeploy.repository import ModelRepository
 
 from .base import Runtime
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from crossdeploy.errors import ArtifactError, InvalidInput, ModelNotReady, first_line
-from crossdeploy.export.repository import VariantConfig, VersionRecord, sha256_of
+from crossdeploy.repository import VariantConfig, VersionRecord, sha256_of
 
-from ..dtypes import V2_TO_NUMPY as DTYPES  # the one V2 <-> numpy table
+from crossdeploy.repository import V2_TO_NUMPY as DTYPES
 
 
 class Runtime(ABC):

@@ -1,0 +1,19 @@
+"""The neutral core under export, serving and bench: the Triton-style model repository (its config schema and
+`ModelRepository`) and the shared vocabulary (formats, dtypes, tolerances). Imports neither torch nor TensorFlow,
+and nothing of crossdeploy but its errors."""
+
+from .config import (
+    CONFIG, FileRecord, OutputParity, ParityResult, Support, ToolStep, VariantConfig, VersionRecord,
+)
+from .store import STAGING, ModelRepository, record_files, sha256_of
+from .vocabulary import (
+    EAGER_FORMAT, FLOAT_TOLERANCE, FORMATS, INT8_TOLERANCE, NUMPY_TO_V2, PLATFORMS, SOURCE_FRAMEWORKS, V2_TO_NUMPY,
+    V2_TO_TF, TensorSignature, Tolerance, default_tolerance, reference_of,
+)
+
+__all__ = [
+    "CONFIG", "EAGER_FORMAT", "FLOAT_TOLERANCE", "FORMATS", "INT8_TOLERANCE", "NUMPY_TO_V2", "PLATFORMS",
+    "SOURCE_FRAMEWORKS", "STAGING", "V2_TO_NUMPY", "V2_TO_TF", "FileRecord", "ModelRepository", "OutputParity",
+    "ParityResult", "Support", "TensorSignature", "ToolStep", "Tolerance", "VariantConfig", "VersionRecord",
+    "default_tolerance", "record_files", "reference_of", "sha256_of",
+]

@@ -1,0 +1,94 @@
+"""The repository's config schema: config.json beside the versions of each variant, read into pydantic models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
+
+from crossdeploy.errors import ModelNotFound
+
+from .vocabulary import TensorSignature, Tolerance
+
+CONFIG = "config.json"
+
+
+class FileRecord(BaseModel):
+    path: str  # relative to the version folder
+    sha256: str
+    size: int
+
+
+class ToolStep(BaseModel):
+    tool: str
+    version: str
+    detail: str = ""
+
+
+class Support(BaseModel):
+    status: Literal["active", "deprecated", "superseded", "limited-maintenance"]
+    note: str
+
+
+class OutputParity(BaseModel):
+    name: str
+    max_abs: float
+    mean_abs: float
+    p50_abs: float
+    p99_abs: float
+    max_rel: float
+    min_atol: float  # smallest atol that passes at rtol=0
+    min_rtol: float  # smallest rtol that passes at atol=0 (inf if the reference has exact zeros it misses)
+
+
+class ParityResult(BaseModel):
+    passed: bool
+    checked_at: datetime
+    reference: str
+    samples: int
+    outputs: list[OutputParity]
+    agreement: float | None  # None: the output has no classes (a regression, a single column)
+    accuracy: float | None
+    reference_accuracy: float | None
+    tolerance: Tolerance
+    failures: list[str]
+
+
+class VersionRecord(BaseModel):
+    version: int
+    created: datetime
+    files: list[FileRecord]
+    parity: ParityResult | None = None
+
+
+class VariantConfig(BaseModel):
+    name: str
+    model: str
+    format: str  # key of the runtime adapter registry
+    runtime: ToolStep  # what runs the artifact
+    source_framework: Literal["pytorch", "keras"]
+    precision: Literal["fp32", "int8"]
+    pathway: str  # the pathway key (torch-onnx, keras-tflite, ...) this variant was built along
+    toolchain: list[ToolStep]  # every tool the artifact went through, source first
+    support: Support
+    inputs: list[TensorSignature]
+    outputs: list[TensorSignature]
+    dynamic_batch: bool
+    max_batch: int | None = None
+    batch_note: str = ""
+    entry: str | None = None  # model code for formats that are weights only (torch-eager)
+    notes: list[str] = []  # what a user deploying this artifact must know
+    tolerance: Tolerance
+    versions: list[VersionRecord] = []
+
+    def latest(self) -> VersionRecord:
+        return max(self.versions, key=lambda record: record.version)
+
+    def version(self, number: int | None = None) -> VersionRecord:
+        if number is None and self.versions:
+            return self.latest()
+        for record in self.versions:
+            if record.version == number:
+                return record
+        raise ModelNotFound(self.name, number)
