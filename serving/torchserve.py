@@ -18,7 +18,7 @@ from crossdeploy.errors import InvalidInput, PayloadTooLarge
 
 from .core import Gateway, parse_version
 from .http import json_response, openapi_body, parse_json, read_body, require_media
-from .images import digit_from_image
+from .codecs.image import digit_from_image
 from .kserve_v2 import gateway, json_tensor
 from .registry import Served
 

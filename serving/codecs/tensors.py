@@ -1,0 +1,76 @@
+"""What every wire form shares: JSON numbers to a typed array, and the one check of an array against the
+model's signature. Each codec calls these once per input while decoding, so what leaves a codec is an array
+the runtime can run without checking it again."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from crossdeploy.errors import InvalidInput
+from crossdeploy.repository import V2_TO_NUMPY, TensorSignature
+
+Signature = Sequence[TensorSignature]
+
+
+def json_array(name: str, data: Any, dtype: np.dtype, shape: Sequence[int] | None = None) -> np.ndarray:
+    """JSON numbers (flat or nested) to an array of `dtype`; strings, nulls and ragged lists are refused."""
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"input '{name}': data is not a regular array: {str(exc).splitlines()[0]}") from exc
+    if array.dtype.kind not in "biuf":
+        found = "strings" if array.dtype.kind == "U" else "mixed values"
+        raise InvalidInput(f"input '{name}': data must be numbers, got {found}")
+    if shape is not None:
+        wanted = math.prod(shape)
+        if array.size != wanted:
+            raise InvalidInput(f"input '{name}': shape {list(shape)} needs {wanted} values, data has {array.size}")
+        array = array.reshape(shape)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return array.astype(dtype, copy=False)
+
+
+def check_shape(name: str, shape: Sequence[int], spec: TensorSignature, max_batch: int | None) -> None:
+    """A (declared or actual) shape against the signature's: rank, fixed dimensions, a batch of 1..max_batch."""
+    expected = spec.shape
+    if len(shape) != len(expected) or any(e != -1 and e != d for e, d in zip(expected, shape)):
+        raise InvalidInput(f"input '{name}': shape {list(shape)} does not match the model's shape {list(expected)}")
+    if not shape or shape[0] == 0:
+        raise InvalidInput(f"input '{name}' is empty")
+    if max_batch is not None and shape[0] > max_batch:
+        raise InvalidInput(f"input '{name}': batch {shape[0]} is above the maximum of {max_batch}")
+
+
+def check_values(name: str, array: np.ndarray) -> np.ndarray:
+    """Refuses NaN and infinity (an overflowing JSON number becomes one), which no model answers sensibly."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidInput(f"input '{name}' contains NaN or infinity")
+    return array
+
+
+def check_names(given: Iterable[str], signature: Signature) -> None:
+    expected = [spec.name for spec in signature]
+    if extra := sorted(set(given) - set(expected)):
+        raise InvalidInput(f"unexpected input(s) {extra}, the model has {sorted(expected)}")
+    if missing := sorted(set(expected) - set(given)):
+        raise InvalidInput(f"the model expects input(s) {missing}, not given")
+
+
+def conform(signature: Signature, columns: Mapping[str, Any], max_batch: int | None) -> dict[str, np.ndarray]:
+    """Named values (arrays or JSON numbers) to contiguous arrays of the signature's dtypes, each checked once:
+    names, shape, batch bound, finiteness. What the TF Serving and TorchServe codecs end with."""
+    check_names(columns, signature)
+    arrays = {}
+    for spec in signature:
+        value = columns[spec.name]
+        dtype = V2_TO_NUMPY[spec.datatype]
+        if isinstance(value, np.ndarray):
+            array = np.ascontiguousarray(value, dtype=dtype)
+        else:
+            array = json_array(spec.name, value, dtype)
+        check_shape(spec.name, array.shape, spec, max_batch)
+        arrays[spec.name] = check_values(spec.name, array)
+    return arrays
