@@ -9,12 +9,12 @@ import numpy as np
 
 from crossdeploy.repository import ToolStep
 
-from .spec import ModelSpec
+from .spec import ExportContract
 
 
 @dataclass
 class ExportContext:
-    spec: ModelSpec
+    contract: ExportContract
     source: str  # "pytorch" | "keras"
     model: object  # nn.Module in eval mode, or a tf_keras.Model
     example: np.ndarray  # a small batch (>= 2, so torch.export keeps the batch axis dynamic)

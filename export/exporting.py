@@ -25,7 +25,7 @@ from .context import ExportContext, Exported
 from .modelspec import LoadedSpec, build_model, load_spec
 from .pathways import BY_NAME, PATHWAYS, Pathway
 from crossdeploy.repository import ModelRepository, VariantConfig
-from .spec import BUILTIN_SPECS, ModelSpec
+from .spec import BUILTIN_SPECS, ExportContract
 from crossdeploy.repository import FLOAT_TOLERANCE
 
 # Pathways that start from another pathway's ONNX file.
@@ -60,6 +60,11 @@ def pathways_for(framework: str) -> list[Pathway]:
     return [p for p in PATHWAYS if p.source == framework]
 
 
+def pathway_names(loaded: LoadedSpec, only: list[str] | None = None) -> list[str]:
+    """The pathways that start from the spec's framework, in the matrix's order; `only` keeps those it names."""
+    return [p.name for p in pathways_for(loaded.framework) if not only or p.name in only]
+
+
 def select(specs: list[LoadedSpec], variants: list[str] | None) -> list[set[str]]:
     """Per spec (in order), the names of the pathways to export; `variants` may name variants or pathways."""
     known = {loaded.spec.variant(p.name): p.name for loaded in specs for p in pathways_for(loaded.framework)}
@@ -70,16 +75,16 @@ def select(specs: list[LoadedSpec], variants: list[str] | None) -> list[set[str]
              if not variants or p.name in variants or loaded.spec.variant(p.name) in variants} for loaded in specs]
 
 
-def contract(loaded: LoadedSpec) -> ModelSpec:
+def contract(loaded: LoadedSpec) -> ExportContract:
     spec = loaded.spec
-    return ModelSpec(name=spec.name, inputs=tuple(s.signature() for s in spec.inputs),
-                     outputs=tuple(s.signature() for s in spec.outputs), opset=spec.opset,
-                     torch_entry=spec.factory, tolerance=spec.tolerance, variant_prefix=spec.prefix)
+    return ExportContract(name=spec.name, inputs=tuple(s.signature() for s in spec.inputs),
+                          outputs=tuple(s.signature() for s in spec.outputs), opset=spec.opset,
+                          factory=spec.factory, tolerance=spec.tolerance, variant_prefix=spec.prefix)
 
 
 def context_for(loaded: LoadedSpec, scratch: Path, model=None) -> ExportContext:
     x = next(iter(loaded.x.values()))
-    return ExportContext(spec=contract(loaded), source=loaded.framework,
+    return ExportContext(contract=contract(loaded), source=loaded.framework,
                          model=model if model is not None else build_model(loaded),
                          example=np.ascontiguousarray(x[:4] if len(x) >= 4 else x), calibration=loaded.calibration,
                          scratch=scratch)
@@ -87,21 +92,21 @@ def context_for(loaded: LoadedSpec, scratch: Path, model=None) -> ExportContext:
 
 def source_step(ctx: ExportContext) -> ToolStep:
     tool, package = SOURCE_TOOL[ctx.source]
-    return ToolStep(tool=tool, version=version_of(package), detail=f"{type(ctx.model).__name__} ({ctx.spec.name})")
+    return ToolStep(tool=tool, version=version_of(package), detail=f"{type(ctx.model).__name__} ({ctx.contract.name})")
 
 
 def variant_config(pathway: Pathway, ctx: ExportContext, exported: Exported) -> VariantConfig:
-    spec = ctx.spec
+    contract = ctx.contract
     tolerance = pathway.tolerance
-    if pathway.precision == "fp32" and spec.tolerance is not None:
-        tolerance = spec.tolerance
+    if pathway.precision == "fp32" and contract.tolerance is not None:
+        tolerance = contract.tolerance
     # Model code for formats that hold weights only (torch-eager) or need registered classes (a .keras file).
-    entry = spec.torch_entry if pathway.format in ("torch-eager", "keras") else None
+    entry = contract.factory if pathway.format in ("torch-eager", "keras") else None
     return VariantConfig(
-        name=spec.variant(pathway.name), model=spec.name, format=pathway.format,
+        name=contract.variant(pathway.name), model=contract.name, format=pathway.format,
         runtime=pathway.runtime_step(), source_framework=pathway.source, precision=pathway.precision,
         pathway=pathway.name, toolchain=[source_step(ctx), *exported.steps], support=pathway.support,
-        inputs=list(spec.inputs), outputs=list(spec.outputs), dynamic_batch=exported.dynamic_batch,
+        inputs=list(contract.inputs), outputs=list(contract.outputs), dynamic_batch=exported.dynamic_batch,
         max_batch=exported.max_batch, batch_note=exported.batch_note, entry=entry, tolerance=tolerance,
         notes=exported.notes,
     )
@@ -133,7 +138,7 @@ def export_one(repository: ModelRepository, pathway: Pathway, ctx: ExportContext
                detail: bool = False) -> ExportOutcome:
     """`detail`: the error keeps the tool's first lines (the matrix report) instead of one line (the CLI)."""
     start = time.perf_counter()
-    name = ctx.spec.variant(pathway.name)
+    name = ctx.contract.variant(pathway.name)
     staged = repository.staging_dir(name)
     try:
         exported = pathway.exporter_function()(ctx, staged)

@@ -20,12 +20,12 @@ FIXED_DATE = "1980-01-01@00:00:00"
 def serving_function(ctx: ExportContext):
     """The Keras model as a tf.function with the contract's names (digits: input `image`, output `logits`)."""
     model = ctx.model
-    spec = ctx.spec.inputs[0]
+    tensor = ctx.contract.inputs[0]
     from .modelspec import DATATYPES
 
-    batch = None if spec.shape[0] == -1 else spec.shape[0]
-    signature = [tf.TensorSpec([batch, *spec.shape[1:]], tf.as_dtype(DATATYPES[spec.datatype]), name=spec.name)]
-    output = ctx.spec.outputs[0].name
+    batch = None if tensor.shape[0] == -1 else tensor.shape[0]
+    signature = [tf.TensorSpec([batch, *tensor.shape[1:]], tf.as_dtype(DATATYPES[tensor.datatype]), name=tensor.name)]
+    output = ctx.contract.outputs[0].name
 
     @tf.function(input_signature=signature, autograph=False)
     def serve(image):

@@ -39,12 +39,12 @@ def export_onnx_int8(ctx: ExportContext, out: Path, source: str = "torch-onnx") 
     quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
     quantize_static(
         str(prepared), str(out / "model.onnx"),
-        _Calibration(ctx.spec.inputs[0].name, ctx.calibration.astype(np.float32)),
+        _Calibration(ctx.contract.inputs[0].name, ctx.calibration.astype(np.float32)),
         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
     )
     return Exported(steps=[
-        ToolStep(tool="torch.onnx (dynamo)", version=version_of("torch"), detail=f"opset {ctx.spec.opset}"),
+        ToolStep(tool="torch.onnx (dynamo)", version=version_of("torch"), detail=f"opset {ctx.contract.opset}"),
         ToolStep(tool="onnxruntime.quantization", version=version_of("onnxruntime"),
                  detail=f"static QDQ int8, per-channel, MinMax over {len(ctx.calibration)} training samples"),
     ])

@@ -1,4 +1,4 @@
-"""The frozen model contract the exporters need (taken from a model spec file)."""
+"""The frozen contract every exporter works to, and where the built-in model spec files live."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from crossdeploy.repository import TensorSignature, Tolerance
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """The contract the exporters need, taken from a model spec file (export/modelspec.py)."""
+class ExportContract:
+    """What the exporters need to know of a model, taken from its spec file (export/modelspec.py)."""
 
     name: str
     inputs: tuple[TensorSignature, ...]
     outputs: tuple[TensorSignature, ...]
     opset: int
-    torch_entry: str  # "module:function" that builds the model (torch-eager: the state_dict's architecture)
+    factory: str  # "module:function" that builds the model (PyTorch or Keras): eager variants name their code by it
     tolerance: Tolerance | None = None  # the spec's float tolerance (None: the default float tolerance)
     variant_prefix: str = ""  # variant names are <prefix><pathway>
 
@@ -24,11 +24,11 @@ class ModelSpec:
         return f"{self.variant_prefix}{pathway}"
 
 
-DIGITS = ModelSpec(
+DIGITS = ExportContract(
     name="digits-cnn",
     inputs=(TensorSignature(name="image", datatype="FP32", shape=(-1, 8, 8)),),
     outputs=(TensorSignature(name="logits", datatype="FP32", shape=(-1, 10)),),
     opset=18,
-    torch_entry="crossdeploy.models.torch_cnn:build",
+    factory="crossdeploy.models.torch_cnn:build",
 )
 BUILTIN_SPECS = Path(__file__).resolve().parents[1] / "models" / "specs"

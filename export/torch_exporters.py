@@ -85,13 +85,13 @@ def export_onnx(ctx: ExportContext, out: Path) -> Exported:
     with contextlib.redirect_stdout(io.StringIO()):
         torch.onnx.export(
             ctx.model, _example(ctx), str(path),
-            input_names=[s.name for s in ctx.spec.inputs], output_names=[s.name for s in ctx.spec.outputs],
-            dynamic_shapes=_dynamic(ctx), opset_version=ctx.spec.opset, external_data=False, dynamo=True,
+            input_names=[s.name for s in ctx.contract.inputs], output_names=[s.name for s in ctx.contract.outputs],
+            dynamic_shapes=_dynamic(ctx), opset_version=ctx.contract.opset, external_data=False, dynamo=True,
             verbose=False,
         )
     shutil.copyfile(path, ctx.scratch / "torch.onnx")
     ctx.intermediates["torch-onnx"] = ctx.scratch / "torch.onnx"
-    return Exported(steps=[ToolStep(tool="torch.onnx (dynamo)", version=version_of("torch"), detail=f"onnxscript {version_of('onnxscript')}, opset {ctx.spec.opset}")])
+    return Exported(steps=[ToolStep(tool="torch.onnx (dynamo)", version=version_of("torch"), detail=f"onnxscript {version_of('onnxscript')}, opset {ctx.contract.opset}")])
 
 
 def export_executorch(ctx: ExportContext, out: Path) -> Exported:

@@ -42,7 +42,7 @@ def _converted(ctx: ExportContext, source: str) -> Path:
     import onnx
 
     _onnxsim_on_path()
-    names = [s.name for s in ctx.spec.inputs]
+    names = [s.name for s in ctx.contract.inputs]
     options, notes = {}, []
     if any(node.op_type == "Erf" for node in onnx.load(str(onnx_path)).graph.node):
         options["replace_to_pseudo_operators"] = ["erf"]
@@ -100,7 +100,7 @@ def _agrees(folder: Path, onnx_path: Path, ctx: ExportContext, atol: float = 1e-
     import onnxruntime
     import tensorflow as tf
 
-    feed = {ctx.spec.inputs[0].name: ctx.example}
+    feed = {ctx.contract.inputs[0].name: ctx.example}
     expected = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
     serve = tf.saved_model.load(str(folder)).signatures["serving_default"]
     got = next(iter(serve(**{k: tf.constant(v) for k, v in feed.items()}).values())).numpy()
@@ -109,9 +109,9 @@ def _agrees(folder: Path, onnx_path: Path, ctx: ExportContext, atol: float = 1e-
 
 def _steps(ctx: ExportContext, target: str) -> list[ToolStep]:
     return [
-        ToolStep(tool="torch.onnx (dynamo)", version=version_of("torch"), detail=f"opset {ctx.spec.opset}"),
+        ToolStep(tool="torch.onnx (dynamo)", version=version_of("torch"), detail=f"opset {ctx.contract.opset}"),
         ToolStep(tool="onnx2tf", version=version_of("onnx2tf"),
-                 detail=f"channels-last inside, input kept {[-1, *ctx.spec.inputs[0].shape[1:]]}"),
+                 detail=f"channels-last inside, input kept {[-1, *ctx.contract.inputs[0].shape[1:]]}"),
         ToolStep(tool=target, version=version_of("tensorflow")),
     ]
 
