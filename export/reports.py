@@ -9,6 +9,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from crossdeploy.repository import FLOAT_TOLERANCE, INT8_TOLERANCE
+
 from .parity import ParityRun, VariantParity
 
 
@@ -77,8 +79,8 @@ def print_table(run: ParityRun, console: Console | None = None) -> None:
 def markdown(run: ParityRun) -> str:
     lines = [
         f"Parity on the {run.samples}-sample test split; each variant against its own source's eager reference. "
-        "Float variants: |a−b| ≤ 1e-4 + 1e-3·|b| on every logit and 100 % argmax agreement; int8: ≥ 98 % "
-        "agreement and ≤ 2 points accuracy drop. *min atol* / *min rtol*: the smallest tolerance that would have "
+        f"Float variants by default: {FLOAT_TOLERANCE.describe()}, on every output value; int8: "
+        f"{INT8_TOLERANCE.describe()}. *min atol* / *min rtol*: the smallest tolerance that would have "
         "passed (at rtol = 0 / atol = 0).",
         "",
         "| variant | pathway | runtime | support | size | max abs diff | min atol | min rtol | argmax agreement | accuracy | parity |",
@@ -119,7 +121,8 @@ def plot(run: ParityRun, path: Path) -> None:
         patch.set_facecolor("#f4a6a6" if not v.result.passed else ("#bcd7f5" if v.config.precision == "fp32" else "#f5deb3"))
     ax.set_yticks(range(1, len(variants) + 1), [v.config.name for v in variants])
     ax.set_xscale("log")
-    ax.axvline(1e-4, color="tab:red", linestyle="--", linewidth=1, label="float atol 1e-4")
+    atol = FLOAT_TOLERANCE.atol
+    ax.axvline(atol, color="tab:red", linestyle="--", linewidth=1, label=f"default float atol {atol:g}")
     ax.set_xlabel(f"|variant − eager reference| per logit (whiskers: min–max; exact = {floor:g})")
     ax.set_title(f"Parity: distribution of absolute logit differences, {run.samples} test samples")
     ax.legend(loc="lower right")
