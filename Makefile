@@ -67,9 +67,11 @@ bench: $(BUILT)
 bench-quick: $(BUILT)
 	$(BIN)/crossdeploy bench --quick --repository $(REPOSITORY)
 
-# The gateway against a minimal FastAPI+onnxruntime endpoint, with wrk (see bench/gateway_floor.py).
+# The gateway against the strict floor (bench/floor.py), with wrk (apt-get install wrk); build/reports/gateway/.
+# Another gateway checkout: make bench-gateway BENCH_GATEWAY_ARGS="--gateway-python-path DIR --out DIR2" (bench/gateway_floor.py).
+BENCH_GATEWAY_ARGS ?=
 bench-gateway: $(BUILT)
-	$(BIN)/python -m crossdeploy.bench.gateway_floor --repository $(REPOSITORY)
+	$(BIN)/python -m crossdeploy.bench.gateway_floor --repository $(REPOSITORY) $(BENCH_GATEWAY_ARGS)
 
 test: install $(WEB)
 	$(BIN)/python -m pytest -q

@@ -1,15 +1,15 @@
-"""The floor: the smallest honest FastAPI + onnxruntime endpoint a user would hand-write for one ONNX file.
+"""The strict floor: the smallest honest endpoint a user would hand-write to serve one ONNX file over KServe V2 JSON.
 
-It speaks just enough KServe V2 JSON (one FP32 input, one output) for the same wrk script to drive it and the
-gateway alike. No validation, no metrics, no executor: inference inline on the event loop. Run:
+FastAPI, orjson in and out, onnxruntime with one intra-op and one inter-op thread and no spinning, inference
+inline on the event loop, no validation, no metrics. The gateway is measured against it (bench/gateway_floor.py),
+so it shares no code with the gateway: a faster gateway must be faster than this, not than a copy of itself.
+It reads the first tensor of the request whatever its name and answers with every output of the model. Run:
     python -m crossdeploy.bench.floor --model model_repository/torch-onnx/1/model.onnx --port 8101
 """
 
 from __future__ import annotations
 
 import argparse
-
-import crossdeploy  # noqa: F401  (telemetry and caches off before onnxruntime is imported)
 
 import numpy as np
 import onnxruntime as ort
@@ -18,18 +18,36 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 
+def single_threaded_session(model: str) -> ort.InferenceSession:
+    """One thread for everything: the event loop's own. Pool threads that spin between calls would take the
+    core wrk runs on, and a floor that competes with its load generator is not a floor."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 def create_floor(model: str) -> FastAPI:
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
+    session = single_threaded_session(model)
+    input_name = session.get_inputs()[0].name
+    output_names = [o.name for o in session.get_outputs()]
     app = FastAPI()
+
+    @app.get("/v2/health/ready")
+    async def ready():
+        return Response(status_code=200)
 
     @app.post("/v2/models/{name}/infer")
     async def infer(name: str, request: Request):
         tensor = orjson.loads(await request.body())["inputs"][0]
         x = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
-        y = session.run([output_name], {input_name: x})[0]
-        body = {"model_name": name, "outputs": [{"name": "logits", "datatype": "FP32", "shape": list(y.shape), "data": y.ravel()}]}
-        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+        results = session.run(output_names, {input_name: x})
+        outputs = [{"name": n, "datatype": "FP32", "shape": list(y.shape), "data": y.ravel()} for n, y in zip(output_names, results)]
+        body = orjson.dumps({"model_name": name, "outputs": outputs}, option=orjson.OPT_SERIALIZE_NUMPY)
+        return Response(body, media_type="application/json")
 
     return app
 

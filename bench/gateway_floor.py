@@ -1,31 +1,37 @@
-"""The gateway against the floor, with wrk: V2-JSON `infer` on `torch-onnx` at concurrency 1, 8 and 32 against
-a minimal hand-written FastAPI+onnxruntime endpoint (bench/floor.py) serving the same ONNX file in the same run;
-then the binary tensor extension against JSON at batch 64.
+"""`make bench-gateway`: the gateway against the strict floor (bench/floor.py), with wrk.
 
-Both servers run as their own processes, started here; targets alternate within every repeat so drift hits
-both alike; each figure is the median over the repeats. wrk's own CPU time (from wait4) and each server's are
-reported, so a starved load generator would show. Results: build/reports/gateway/ (JSON + Markdown).
+Both serve the same torch-onnx file, each as its own process started here, and get the same V2 JSON request at
+batch 1 from wrk (one thread, keep-alive, loopback) at concurrency 1, 8 and 32. The two alternate within every
+repeat, and which goes first alternates between repeats, so drift hits both alike; each figure is the median
+over the repeats. Targets: at C=8 the gateway's throughput ≥ 0.9× the floor's, at C=32 its p99 ≤ 1.5× the
+floor's. Then, unless --no-extras, the gateway alone (bench/gateway_extras.py). Report:
+build/reports/gateway/gateway_floor.json (schema beside it; bench/floor_results.py describes every field) and
+gateway_floor.md.
 
-    python -m crossdeploy.bench.gateway_floor [--seconds 8] [--repeats 3]      (or: make bench-gateway)
+Another checkout of the gateway (a BEFORE figure) is measured by installing it apart and putting it first on the
+gateway process's PYTHONPATH; that process prints which crossdeploy.serving it imported, and the report keeps it:
+    git worktree add /tmp/before <commit>
+    .venv/bin/pip install --no-deps --no-build-isolation --target /tmp/before-site /tmp/before
+    .venv/bin/python -m crossdeploy.bench.gateway_floor --gateway-python-path /tmp/before-site \\
+        [--gateway-repository DIR] --out build/reports/gateway-before
+--gateway-repository serves the gateway from a repository in that checkout's own schema; its torch-onnx file must
+be byte for byte the floor's.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
-import crossdeploy  # noqa: F401
-
-import numpy as np
 import psutil
 from rich.console import Console
 from rich.table import Table
@@ -33,241 +39,216 @@ from rich.table import Table
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.repository import ModelRepository
 
+from .floor_results import AtConcurrency, Figures, GatewayCode, GatewayFloorReport, Ratio, TargetCheck, WrkRun
+from .provenance import git_revision, machine
+from .requests import build
+from .servers import free_port, start, stop
+from .wrk import require_wrk, run_wrk, script
+
 MODEL = "torch-onnx"
-NEIGHBOUR = "keras-eager"  # the slowest variant (tf_keras eager call, ~2-30 ms): must not stall torch-onnx
-TARGETS = {"throughput_c8_min": 0.9, "p99_c32_max": 1.5, "binary_speedup_b64_min": 2.0}
-LUA = """
-wrk.method = "POST"
-local f = assert(io.open("%(body)s", "rb")); wrk.body = f:read("*a"); f:close()
-%(headers)s
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('{"requests":%%d,"duration_us":%%d,"errors":%%d,"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,"mean_us":%%f}\\n',
-    summary.requests, summary.duration, e.status + e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean))
-end
-"""
+REQUEST = "V2 JSON, batch 1"
+TARGETS = {"throughput_c8": (8, "rps", "min", 0.9), "p99_c32": (32, "p99", "max", 1.5)}
+FLOOR = ("FastAPI + orjson + onnxruntime (1 intra-op and 1 inter-op thread, no spinning), inference inline on "
+         "the event loop, no validation (bench/floor.py)")
+# -P keeps the working directory off sys.path: this checkout's crossdeploy/ would shadow --gateway-python-path.
+LAUNCH = ("import runpy, crossdeploy.serving as s; print('crossdeploy.serving:', s.__file__, flush=True); "
+          "runpy.run_module('crossdeploy.cli', run_name='__main__', alter_sys=True)")
 
 
-def bodies(folder: Path, samples: np.ndarray) -> dict[str, tuple[Path, dict]]:
-    """(file, headers) per request kind: V2 JSON at batch 1 and 64, V2 binary at batch 64."""
-    out = {}
-    for label, batch in (("json-b1", 1), ("json-b64", 64)):
-        x = samples[:batch]
-        body = {"inputs": [{"name": "image", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]}
-        out[label] = (folder / f"{label}.json", {"Content-Type": "application/json"})
-        out[label][0].write_text(json.dumps(body))
-    x = samples[:64]
-    header = json.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": list(x.shape), "parameters": {"binary_data_size": x.nbytes}}],
-                         "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]}).encode()
-    out["binary-b64"] = (folder / "binary-b64.bin", {"Content-Type": "application/octet-stream",
-                                                      "Inference-Header-Content-Length": str(len(header))})
-    out["binary-b64"][0].write_bytes(header + x.astype(np.float32).tobytes())
-    return out
+@dataclass
+class Options:
+    repository: Path
+    gateway_repository: Path | None
+    gateway_python_path: Path | None
+    inline_ms: float | None
+    seconds: float
+    repeats: int
+    concurrency: tuple[int, ...]
+    out: Path
+    extras: bool
 
 
-def script(folder: Path, label: str, body: Path, headers: dict) -> Path:
-    lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
-    path = folder / f"{label}.lua"
-    path.write_text(LUA % {"body": body, "headers": lines})
-    return path
+def onnx_file(root: Path) -> Path:
+    """The latest version's model.onnx, found by the layout alone: another checkout's config schema may differ."""
+    versions = [int(p.name) for p in (root / MODEL).iterdir() if p.name.isdigit()] if (root / MODEL).is_dir() else []
+    if not versions:
+        raise CrossdeployError(f"no {MODEL} variant in {root} (run `make pipeline` first)")
+    return root / MODEL / str(max(versions)) / "model.onnx"
 
 
-def wrk(url: str, lua: Path, connections: int, seconds: float) -> dict:
-    """One wrk run (one thread: the other core is the server's). Adds wrk's own CPU seconds from wait4."""
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(lua), url]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = process.communicate()
-    if process.returncode:
-        raise CrossdeployError(f"wrk failed: {err.strip() or out.strip()}")
-    result = json.loads(out.strip().splitlines()[-1])
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    return result
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def start(command: list[str], ready_url: str, log: Path) -> subprocess.Popen:
-    process = subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise CrossdeployError(f"{command[2]} exited with {process.returncode}; see {log}")
-        try:
-            with urllib.request.urlopen(ready_url, timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.5)
-    process.kill()
-    raise CrossdeployError(f"{' '.join(command)} did not become ready in 600 s; see {log}")
+def start_gateway(options: Options, port: int, folder: Path) -> tuple[subprocess.Popen, str]:
+    """The gateway process and the file it imported crossdeploy.serving from."""
+    env = dict(os.environ)
+    if options.gateway_python_path:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(options.gateway_python_path.resolve()), env.get("PYTHONPATH")]))
+    repository = (options.gateway_repository or options.repository).resolve()
+    extra = [] if options.inline_ms is None else ["--inline-ms", str(options.inline_ms)]
+    command = [sys.executable, "-P", "-c", LAUNCH, "serve", "--port", str(port), "--repository", str(repository), *extra]
+    log = folder / "gateway.log"
+    process = start(command, f"http://127.0.0.1:{port}/v2/health/ready", log, env=env)
+    said = [line for line in log.read_text().splitlines() if line.startswith("crossdeploy.serving: ")]
+    return process, said[0].split(": ", 1)[1] if said else "unknown"
 
 
-def tritonclient_end_to_end(address: str, x: np.ndarray, count: int) -> dict:
-    """What a user of Triton's own client sees: request encoding, transport, server, response decoding."""
-    import tritonclient.http as triton
-
-    client = triton.InferenceServerClient(address, network_timeout=60)
-    out = {}
-    for label, binary in (("json", False), ("binary", True)):
-        tensor = triton.InferInput("image", list(x.shape), "FP32")
-        wanted = [triton.InferRequestedOutput("logits", binary_data=binary)]
-        times = []
-        for i in range(count + 10):
-            start = time.perf_counter()
-            tensor.set_data_from_numpy(x, binary_data=binary)
-            client.infer(MODEL, [tensor], outputs=wanted).as_numpy("logits")
-            if i >= 10:  # the first ten warm up
-                times.append(time.perf_counter() - start)
-        out[label] = {"requests": count, "p50_ms": float(np.percentile(times, 50) * 1e3), "p99_ms": float(np.percentile(times, 99) * 1e3)}
-    client.close()
-    return out
+def one_run(url: str, lua: Path, target: str, concurrency: int, repeat: int, seconds: float, server: psutil.Process) -> WrkRun:
+    before = server.cpu_times()
+    result = run_wrk(url, lua, concurrency, seconds)
+    after = server.cpu_times()
+    wall = result["duration_us"] / 1e6
+    return WrkRun(target=target, concurrency=concurrency, repeat=repeat, rps=result["rps"], p50_ms=result["p50_us"] / 1e3,
+                  p90_ms=result["p90_us"] / 1e3, p99_ms=result["p99_us"] / 1e3, requests=result["requests"],
+                  errors=result["errors"], wrk_cpu_cores=result["wrk_cpu_s"] / wall,
+                  server_cpu_cores=((after.user + after.system) - (before.user + before.system)) / wall)
 
 
-def free_port() -> int:
-    import socket
+def measure(urls: dict[str, str], processes: dict[str, subprocess.Popen], lua: Path, options: Options,
+            console: Console) -> list[WrkRun]:
+    servers = {name: psutil.Process(p.pid) for name, p in processes.items()}
+    for name, url in urls.items():  # warm-up, not measured: the first requests allocate and fill caches
+        run_wrk(url, lua, 8, 2)
+    order = ("floor", "gateway")
+    steps = [(repeat, c, name) for repeat in range(options.repeats) for c in options.concurrency
+             for name in (order if repeat % 2 == 0 else order[::-1])]
+    runs = []
+    for i, (repeat, c, name) in enumerate(steps, 1):
+        console.log(f"[{i}/{len(steps)}] {name} C={c}")
+        runs.append(one_run(urls[name], lua, name, c, repeat, options.seconds, servers[name]))
+    return runs
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+
+def figures(runs: list[WrkRun]) -> Figures:
+    median = lambda field: statistics.median(getattr(r, field) for r in runs)  # noqa: E731
+    return Figures(rps=median("rps"), p50_ms=median("p50_ms"), p90_ms=median("p90_ms"), p99_ms=median("p99_ms"),
+                   errors=sum(r.errors for r in runs), server_cpu_cores=median("server_cpu_cores"),
+                   rps_all=[round(r.rps, 1) for r in runs])
 
 
-def run(repository: Path, seconds: float, repeats: int, concurrency: tuple[int, ...], out: Path, console: Console,
-        inline_ms: float | None = None) -> dict:
-    if not shutil.which("wrk"):
-        raise CrossdeployError("wrk is not installed (apt-get install wrk)")
-    repo = ModelRepository(repository)
-    config, record = repo.get(MODEL)
-    model = repo.version_dir(MODEL, record.version) / "model.onnx"
+def summarize(runs: list[WrkRun]) -> dict[str, AtConcurrency]:
+    summary = {}
+    for c in sorted({r.concurrency for r in runs}):
+        gateway = figures([r for r in runs if r.concurrency == c and r.target == "gateway"])
+        floor = figures([r for r in runs if r.concurrency == c and r.target == "floor"])
+        ratio = Ratio(rps=gateway.rps / floor.rps, p50=gateway.p50_ms / floor.p50_ms, p99=gateway.p99_ms / floor.p99_ms)
+        summary[f"c{c}"] = AtConcurrency(concurrency=c, gateway=gateway, floor=floor, ratio=ratio)
+    return summary
+
+
+def check_targets(summary: dict[str, AtConcurrency]) -> dict[str, TargetCheck]:
+    checks = {}
+    for name, (c, figure, kind, bound) in TARGETS.items():
+        if f"c{c}" in summary:
+            ratio = getattr(summary[f"c{c}"].ratio, figure)
+            checks[name] = TargetCheck(ratio=ratio, bound=bound, kind=kind, met=ratio >= bound if kind == "min" else ratio <= bound)
+    return checks
+
+
+def run(options: Options, console: Console) -> GatewayFloorReport:
+    require_wrk()
+    model = onnx_file(options.repository)
+    if options.gateway_repository and sha256(onnx_file(options.gateway_repository)) != sha256(model):
+        raise CrossdeployError(f"{onnx_file(options.gateway_repository)} differs from {model}: both servers must load one file")
+    config, _ = ModelRepository(options.repository).get(MODEL)
     from crossdeploy.models.data import load_split
 
-    samples = load_split(seed=0).x_test.astype(np.float32)
-    out.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="gateway-floor-"))
-    requests = bodies(scratch, samples)
-    scripts = {label: script(scratch, label, body, headers) for label, (body, headers) in requests.items()}
+    samples = load_split(seed=0).x_test.astype("float32")
+    options.out.mkdir(parents=True, exist_ok=True)
+    load_average = os.getloadavg()
     ports = {"gateway": free_port(), "floor": free_port()}
     urls = {name: f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer" for name, port in ports.items()}
-    servers = {}
-    try:
-        with console.status("starting the gateway (all variants) and the floor…"):
-            extra = [] if inline_ms is None else ["--inline-ms", str(inline_ms)]
-            servers["gateway"] = start([sys.executable, "-m", "crossdeploy.cli", "serve", "--port", str(ports["gateway"]),
-                                        "--repository", str(repository), *extra], f"http://127.0.0.1:{ports['gateway']}/v2/health/ready",
-                                       out / "gateway.log")
-            servers["floor"] = start([sys.executable, "-m", "crossdeploy.bench.floor", "--model", str(model), "--port", str(ports["floor"])],
-                                     f"http://127.0.0.1:{ports['floor']}/docs", out / "floor.log")
-        procs = {name: psutil.Process(p.pid) for name, p in servers.items()}
-        for name in servers:  # warm-up, not measured
-            wrk(urls[name], scripts["json-b1"], 8, 2)
-        runs: list[dict] = []
-        plan = [(c, name, "json-b1") for c in concurrency for name in ("floor", "gateway")]
-        plan += [(1, "gateway", "json-b64"), (1, "gateway", "binary-b64"), (1, "gateway", "json-b1+slow-neighbour")]
-        neighbour = urls["gateway"].replace(MODEL, NEIGHBOUR)
-        total = repeats * len(plan)
-        for repeat in range(repeats):
-            for step, (connections, name, label) in enumerate(plan):
-                console.log(f"[{repeat * len(plan) + step + 1}/{total}] {name} {label} C={connections}")
-                cpu_before = procs[name].cpu_times()
-                if label.endswith("+slow-neighbour"):  # keras-eager kept busy at C=4 while torch-onnx is timed
-                    background = subprocess.Popen(["wrk", "-t1", "-c4", f"-d{max(1, round(seconds))}s", "-s", str(scripts["json-b1"]), neighbour],
-                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    result = wrk(urls[name], scripts["json-b1"], connections, seconds)
-                    background.wait()
-                else:
-                    result = wrk(urls[name], scripts[label], connections, seconds)
-                cpu_after = procs[name].cpu_times()
-                result["server_cpu_s"] = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
-                runs.append({"target": name, "request": label, "concurrency": connections, "repeat": repeat, **result})
-        wrk_cpu = os.times()  # children's user+system: every wrk run
-        with console.status("tritonclient end to end, batch 64, binary vs JSON…"):
-            e2e = tritonclient_end_to_end(f"127.0.0.1:{ports['gateway']}", samples[:64], max(50, int(seconds * 40)))
-    finally:
-        for process in servers.values():
-            process.terminate()
-        for process in servers.values():
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        shutil.rmtree(scratch, ignore_errors=True)
-    report = summarize(runs, seconds, repeats)
-    report["wrk_cpu_seconds_total"] = wrk_cpu.children_user + wrk_cpu.children_system
-    report["machine"] = {"cpus": os.cpu_count(), "model": MODEL, "version": record.version}
-    report["inline_ms"] = inline_ms
-    report["tritonclient_b64"] = e2e
-    report["checks"]["binary_speedup_b64_tritonclient"] = e2e["json"]["p50_ms"] / e2e["binary"]["p50_ms"]
-    (out / "gateway_floor.json").write_text(json.dumps(report, indent=2))
-    (out / "gateway_floor.md").write_text(markdown(report))
-    console.print(table(report))
-    return report
+    processes: dict[str, subprocess.Popen] = {}
+    with tempfile.TemporaryDirectory(prefix="gateway-floor-") as scratch:
+        lua = script(Path(scratch), "v2-json-b1", build("v2-json", MODEL, {config.inputs[0].name: samples[:1]}))
+        try:
+            with console.status("starting the gateway (every variant) and the floor…"):
+                processes["gateway"], serving_module = start_gateway(options, ports["gateway"], options.out)
+                processes["floor"] = start([sys.executable, "-m", "crossdeploy.bench.floor", "--model", str(model), "--port",
+                                            str(ports["floor"])], f"http://127.0.0.1:{ports['floor']}/v2/health/ready",
+                                           options.out / "floor.log")
+            console.print(f"gateway code: {serving_module}")
+            runs = measure(urls, processes, lua, options, console)
+            extras = None
+            if options.extras:
+                from .gateway_extras import measure_extras
+
+                extras = measure_extras(f"http://127.0.0.1:{ports['gateway']}", config.inputs[0].name, samples, Path(scratch),
+                                        options.seconds, options.repeats, console)
+        finally:
+            stop(list(processes.values()))
+    summary = summarize(runs)
+    return GatewayFloorReport(
+        created=datetime.now(timezone.utc), model=MODEL, model_sha256=sha256(model), request=REQUEST, seconds=options.seconds,
+        repeats=options.repeats, runs=runs, summary=summary, targets=check_targets(summary), extras=extras,
+        gateway=GatewayCode(serving_module=serving_module, repository=str(options.gateway_repository or options.repository),
+                            python_path=str(options.gateway_python_path) if options.gateway_python_path else None,
+                            inline_ms=options.inline_ms),
+        floor=FLOOR, machine=machine(), load_average=load_average, git_revision=git_revision())
 
 
-def summarize(runs: list[dict], seconds: float, repeats: int) -> dict:
-    groups: dict[tuple, list[dict]] = {}
-    for r in runs:
-        groups.setdefault((r["target"], r["request"], r["concurrency"]), []).append(r)
-    rows = []
-    for (target, request, connections), items in groups.items():
-        rows.append({
-            "target": target, "request": request, "concurrency": connections,
-            "rps": statistics.median(i["rps"] for i in items), "rps_all": [round(i["rps"], 1) for i in items],
-            "p50_ms": statistics.median(i["p50_us"] for i in items) / 1e3, "p90_ms": statistics.median(i["p90_us"] for i in items) / 1e3,
-            "p99_ms": statistics.median(i["p99_us"] for i in items) / 1e3, "errors": sum(i["errors"] for i in items),
-            "server_cpu_share": statistics.median(i["server_cpu_s"] / seconds for i in items),
-        })
-    find = {(r["target"], r["request"], r["concurrency"]): r for r in rows}
-    checks = {}
-    if ("gateway", "json-b1", 8) in find:
-        checks["throughput_c8"] = find[("gateway", "json-b1", 8)]["rps"] / find[("floor", "json-b1", 8)]["rps"]
-    if ("gateway", "json-b1", 32) in find:
-        checks["p99_c32"] = find[("gateway", "json-b1", 32)]["p99_ms"] / find[("floor", "json-b1", 32)]["p99_ms"]
-    if ("gateway", "binary-b64", 1) in find:
-        checks["binary_speedup_b64"] = find[("gateway", "binary-b64", 1)]["rps"] / find[("gateway", "json-b64", 1)]["rps"]
-    if ("gateway", "json-b1+slow-neighbour", 1) in find and ("gateway", "json-b1", 1) in find:
-        checks["p99_c1_with_slow_neighbour"] = find[("gateway", "json-b1+slow-neighbour", 1)]["p99_ms"] / find[("gateway", "json-b1", 1)]["p99_ms"]
-    return {"seconds": seconds, "repeats": repeats, "rows": rows, "checks": checks, "targets": TARGETS, "runs": runs}
+def markdown(report: GatewayFloorReport) -> str:
+    lines = [f"The gateway against the strict floor ({report.floor}): {report.model}, {report.request}, wrk -t1, "
+             f"{report.seconds:g} s per run, median of {report.repeats} repeats. Gateway code: `{report.gateway.serving_module}`.",
+             "", "| C | floor req/s | gateway req/s | ratio | floor p50 ms | gateway p50 ms | floor p99 ms | gateway p99 ms | ratio p99 |"
+             " errors |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in report.summary.values():
+        lines.append(f"| {s.concurrency} | {s.floor.rps:,.0f} | {s.gateway.rps:,.0f} | {s.ratio.rps:.2f}× | {s.floor.p50_ms:.2f} | "
+                     f"{s.gateway.p50_ms:.2f} | {s.floor.p99_ms:.2f} | {s.gateway.p99_ms:.2f} | {s.ratio.p99:.2f}× | "
+                     f"{s.floor.errors + s.gateway.errors} |")
+    lines.append("")
+    for name, t in report.targets.items():
+        sign = "≥" if t.kind == "min" else "≤"
+        lines.append(f"- {name}: **{t.ratio:.2f}×** (target {sign} {t.bound}×): {'met' if t.met else 'NOT MET'}")
+    if report.extras:
+        from .gateway_extras import extras_markdown
 
-
-def markdown(report: dict) -> str:
-    lines = ["| target | request | C | req/s (median) | p50 ms | p90 ms | p99 ms | errors | server CPU (cores) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in report["rows"]:
-        lines.append(f"| {r['target']} | {r['request']} | {r['concurrency']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | "
-                     f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {r['server_cpu_share']:.2f} |")
-    c = report["checks"]
-    lines += ["", f"gateway/floor throughput at C=8: **{c.get('throughput_c8', float('nan')):.2f}×** (target ≥ 0.9×); "
-              f"gateway/floor p99 at C=32: **{c.get('p99_c32', float('nan')):.2f}×** (target ≤ 1.5×); "
-              f"binary/JSON throughput at batch 64: **{c.get('binary_speedup_b64', float('nan')):.2f}×** (target ≥ 2×); "
-              f"With tritonclient end to end (client encoding included) at batch 64, binary is "
-              f"**{c.get('binary_speedup_b64_tritonclient', float('nan')):.2f}×** faster than JSON at the median; "
-              f"torch-onnx p99 at C=1 while keras-eager is kept busy, against alone: **{c.get('p99_c1_with_slow_neighbour', float('nan')):.2f}×**."]
+        lines += ["", *extras_markdown(report.extras)]
+    lines += ["", f"Machine: {report.machine.cores} cores ({report.machine.processor}), load average at the start "
+              f"{', '.join(f'{x:.2f}' for x in report.load_average)}; git {report.git_revision}."]
     return "\n".join(lines) + "\n"
 
 
-def table(report: dict) -> Table:
+def table(report: GatewayFloorReport) -> Table:
     t = Table(title="gateway vs floor (wrk, medians over repeats)", title_justify="left")
-    for column in ("target", "request", "C", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "server CPU"):
-        t.add_column(column, justify="left" if column in ("target", "request") else "right")
-    for r in report["rows"]:
-        t.add_row(r["target"], r["request"], str(r["concurrency"]), f"{r['rps']:,.0f}", f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}",
-                  f"{r['p99_ms']:.2f}", str(r["errors"]), f"{r['server_cpu_share']:.2f}")
+    for column in ("C", "floor req/s", "gateway req/s", "ratio", "floor p99 ms", "gateway p99 ms", "ratio p99"):
+        t.add_column(column, justify="right")
+    for s in report.summary.values():
+        t.add_row(str(s.concurrency), f"{s.floor.rps:,.0f}", f"{s.gateway.rps:,.0f}", f"{s.ratio.rps:.2f}×",
+                  f"{s.floor.p99_ms:.2f}", f"{s.gateway.p99_ms:.2f}", f"{s.ratio.p99:.2f}×")
     return t
 
 
+def write(report: GatewayFloorReport, out: Path) -> None:
+    (out / "gateway_floor.json").write_text(report.model_dump_json(indent=2) + "\n")
+    (out / "gateway_floor.schema.json").write_text(json.dumps(GatewayFloorReport.model_json_schema(), indent=2) + "\n")
+    (out / "gateway_floor.md").write_text(markdown(report))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="gateway vs a minimal FastAPI+onnxruntime endpoint, with wrk")
+    parser = argparse.ArgumentParser(description="the gateway against the strict floor, with wrk")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
-    parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--out", type=Path, default=Path("build/reports/gateway"))
+    parser.add_argument("--gateway-repository", type=Path, default=None, help="serve the gateway from this one instead")
+    parser.add_argument("--gateway-python-path", type=Path, default=None, help="run another gateway checkout installed here")
     parser.add_argument("--inline-ms", type=float, default=None, help="the gateway's inline budget (default: its own)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--concurrency", type=lambda s: tuple(int(c) for c in s.split(",")), default=(1, 8, 32))
+    parser.add_argument("--out", type=Path, default=Path("build/reports/gateway"))
+    parser.add_argument("--no-extras", dest="extras", action="store_false", help="only the comparison with the floor")
+    options = Options(**vars(parser.parse_args(argv)))
+    console = Console()
     try:
-        run(args.repository, args.seconds, args.repeats, tuple(int(c) for c in args.concurrency.split(",")), args.out, Console(),
-            args.inline_ms)
+        report = run(options, console)
     except CrossdeployError as exc:
         print(f"crossdeploy: error: {exc}", file=sys.stderr)
         return 1
+    write(report, options.out)
+    console.print(table(report))
+    for name, t in report.targets.items():
+        console.print(f"{name}: {t.ratio:.2f}× (target {'≥' if t.kind == 'min' else '≤'} {t.bound}×): {'met' if t.met else 'NOT MET'}")
+    console.print(f"report: {options.out}/gateway_floor.md, gateway_floor.json")
     return 0
 
 

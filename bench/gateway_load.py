@@ -8,7 +8,6 @@ names and is left out for servers that do not expose them.
 
 from __future__ import annotations
 
-import json
 import urllib.request
 from typing import Callable
 
@@ -17,35 +16,18 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from .loadgen import LoadGenerator, Target, encode_request
+from .requests import build
 from .stats import Window, measure_stable, merge
 
-PROTOCOLS = ("v2-json", "v2-binary", "tfserving", "torchserve")
 METRIC_PROTOCOL = {"v2-json": "v2", "v2-binary": "v2", "tfserving": "tfserving", "torchserve": "torchserve"}
 PHASES = ("queue", "decode", "inference", "encode")
 
 
 def request_for(base: str, protocol: str, variant: str, x: np.ndarray) -> tuple[Target, bytes]:
     """The pre-encoded HTTP request each protocol's client would send for the batch `x` ([N, 8, 8])."""
-    json_headers = {"Content-Type": "application/json"}
-    if protocol == "v2-json":
-        target = Target.parse(f"{base}/v2/models/{variant}/infer")
-        body = {"inputs": [{"name": "image", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]}
-        return target, encode_request(target, json.dumps(body).encode(), json_headers)
-    if protocol == "v2-binary":
-        target = Target.parse(f"{base}/v2/models/{variant}/infer")
-        header = json.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": list(x.shape),
-                                         "parameters": {"binary_data_size": x.nbytes}}],
-                             "parameters": {"binary_data_output": True}}).encode()
-        return target, encode_request(target, header + x.tobytes(), {"Content-Type": "application/octet-stream",
-                                                                     "Inference-Header-Content-Length": str(len(header))})
-    if protocol == "tfserving":
-        target = Target.parse(f"{base}/v1/models/{variant}:predict")
-        return target, encode_request(target, json.dumps({"instances": x.tolist()}).encode(), json_headers)
-    if protocol == "torchserve":
-        target = Target.parse(f"{base}/predictions/{variant}")
-        data = x[0].tolist() if len(x) == 1 else x.tolist()
-        return target, encode_request(target, json.dumps({"data": data}).encode(), json_headers)
-    raise ValueError(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
+    request = build(protocol, variant, {"image": x})
+    target = Target.parse(base + request.path)
+    return target, encode_request(target, request.body, request.headers)
 
 
 def scrape(base: str) -> dict[tuple[str, str, str], tuple[float, float]] | None:

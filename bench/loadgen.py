@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import httptools
 import numpy as np
 import uvloop
 
@@ -41,36 +42,52 @@ def encode_request(target: Target, body: bytes, headers: dict[str, str], method:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader, self.writer = reader, writer
+class Connection(asyncio.Protocol):
+    """One keep-alive connection; httptools' response parser (uvicorn's, in C) reads the answers, whether they come
+    with a Content-Length or chunked."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.answer: asyncio.Future | None = None
 
     @classmethod
     async def open(cls, target: Target) -> "Connection":
-        reader, writer = await asyncio.open_connection(target.host, target.port)
-        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(reader, writer)
+        _, connection = await asyncio.get_running_loop().create_connection(cls, target.host, target.port)
+        return connection
+
+    def connection_made(self, transport) -> None:
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(ConnectionError(f"unreadable response: {exc}"))
+
+    def on_message_complete(self) -> None:  # httptools' callback: the whole response is in
+        if self.answer and not self.answer.done():
+            self.answer.set_result(self.parser.get_status_code())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or ConnectionResetError("the server closed the connection"))
+
+    def _fail(self, exc: Exception) -> None:
+        if self.answer and not self.answer.done():
+            self.answer.set_exception(exc)
 
     async def roundtrip(self, request: bytes) -> int:
-        """Sends one request, reads the whole answer; returns the status."""
-        self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        lower = head.lower()
-        at = lower.find(b"\r\ncontent-length:")  # line start: not Inference-Header-Content-Length
-        if at >= 0:
-            length = int(lower[at + 17 : lower.index(b"\r\n", at + 2)])
-            await self.reader.readexactly(length)
-        elif b"transfer-encoding: chunked" in lower:
-            while True:
-                size = int((await self.reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
-                await self.reader.readexactly(size + 2)
-                if size == 0:
-                    break
-        return status
+        """Sends one request, waits for the whole answer; returns its status."""
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        self.answer = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return await self.answer
 
     def close(self) -> None:
-        self.writer.close()
+        if self.transport is not None:
+            self.transport.close()
 
 
 class LoadGenerator:
@@ -102,7 +119,7 @@ class LoadGenerator:
                 sent = time.perf_counter()
                 try:
                     status = await connection.roundtrip(request)
-                except (OSError, asyncio.IncompleteReadError, ValueError):
+                except OSError:
                     errors += 1
                     connection.close()
                     try:
@@ -146,7 +163,7 @@ class LoadGenerator:
                     latencies.append((time.perf_counter() - due) * 1e3)
                 else:
                     errors += 1
-            except (OSError, asyncio.IncompleteReadError, ValueError):
+            except OSError:
                 errors += 1
                 if connection is not None:
                     connection.close()

@@ -87,7 +87,7 @@ def throughput_data(report: BenchReport) -> dict[str, dict[str, list[tuple[int, 
     panels: dict[str, dict[str, list[tuple[int, float, float, float]]]] = {}
     for s in report.scenarios:
         if s.kind == "gateway" and s.mode == "closed" and s.concurrency is not None and s.runs:
-            panels.setdefault(s.layer, {}).setdefault(line_label(s), []).append((s.concurrency, *requests_per_s(s)))
+            panels.setdefault(s.protocol, {}).setdefault(line_label(s), []).append((s.concurrency, *requests_per_s(s)))
     return {protocol: {label: sorted(points) for label, points in sorted(lines.items())}
             for protocol, lines in sorted(panels.items())}
 
@@ -115,8 +115,8 @@ def breakdown_data(report: BenchReport) -> tuple[str | None, list[tuple[str, dic
                    and any(run.server_ms for run in s.runs)]
     representative = representative_variant(with_server)
     bars = []
-    for protocol in sorted({s.layer for s in with_server}):
-        candidates = [s for s in with_server if s.layer == protocol]
+    for protocol in sorted({s.protocol for s in with_server}):
+        candidates = [s for s in with_server if s.protocol == protocol]
         variant = representative if any(s.variant == representative for s in candidates) \
             else representative_variant(candidates)
         scenario = min((s for s in candidates if s.variant == variant), key=lambda s: (s.concurrency or 0, s.batch))

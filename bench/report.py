@@ -160,11 +160,11 @@ def gateway_section(report: BenchReport) -> list[str]:
     if not scenarios:
         return lines
     rows = []
-    for s in sorted(scenarios, key=lambda s: (s.mode != "closed", s.layer, s.variant, s.concurrency or 0, s.rate or 0)):
+    for s in sorted(scenarios, key=lambda s: (s.mode != "closed", s.protocol, s.variant, s.concurrency or 0, s.rate or 0)):
         server = [run.server_ms for run in s.runs if run.server_ms]
         parts = [sig(median_of([ms[p] for ms in server if p in ms])) for p in ("queue", "decode", "inference", "encode")]
         variant = s.variant if s.target == "crossdeploy" else f"{s.variant} @ {s.target}"
-        rows.append([variant, s.layer, s.mode or MISSING, load_point(s), with_spread(s.p50.median, s.p50.relative),
+        rows.append([variant, s.protocol, s.mode or MISSING, load_point(s), with_spread(s.p50.median, s.p50.relative),
                      with_spread(s.p99.median, s.p99.relative), sig(median_of([r.requests_per_s for r in s.runs])),
                      *parts, sum(run.errors for run in s.runs), stability(s)])
     return lines + [""] + table(["Variant", "Protocol", "Mode", "C / rate", "p50 ms", "p99 ms", "Req/s", "Queue ms",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 Kind = Literal["inprocess", "gateway"]
 
@@ -48,7 +48,8 @@ class Spread(BaseModel):
 class Scenario(BaseModel):
     kind: Kind
     variant: str
-    layer: str  # in-process: "adapter" | "bare"; gateway: "v2-json" | "v2-binary" | "tfserving" | "torchserve"
+    layer: Literal["adapter", "bare"] | None = None  # in-process: through the runtime adapter, or the bare call
+    protocol: str | None = None  # through a server: "v2-json" | "v2-binary" | "tfserving" | "torchserve"
     batch: int
     threads: int | None = None  # in-process intra-op threads
     concurrency: int | None = None  # gateway, closed loop
@@ -61,8 +62,15 @@ class Scenario(BaseModel):
     throughput: Spread
     stable: bool  # every run stable
 
+    @model_validator(mode="after")
+    def _says_how_the_model_was_called(self) -> "Scenario":
+        wanted = "layer" if self.kind == "inprocess" else "protocol"
+        if getattr(self, wanted) is None:
+            raise ValueError(f"a {self.kind} scenario needs its {wanted}")
+        return self
+
     def key(self) -> str:
-        parts = [self.kind, self.variant, self.layer, f"b{self.batch}"]
+        parts = [self.kind, self.variant, self.layer or self.protocol, f"b{self.batch}"]
         if self.threads:
             parts.append(f"t{self.threads}")
         if self.mode == "closed":

@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -29,8 +27,11 @@ from crossdeploy.errors import ConfigError, CrossdeployError
 from crossdeploy.repository import ModelRepository
 from crossdeploy.versions import INFERENCE_PACKAGES, version_of
 
-from .gateway_load import PROTOCOLS, Sweep
-from .results import BenchReport, ColdStart, Machine, Run, Scenario
+from .gateway_load import Sweep
+from .provenance import git_revision, machine
+from .requests import PROTOCOLS, build
+from .results import BenchReport, ColdStart, Run, Scenario
+from .servers import free_port, start, stop
 from .stats import judge, spread
 
 QUICK_VARIANTS = ("torch-eager", "torch-onnx", "keras-savedmodel", "keras-tflite")
@@ -163,7 +164,7 @@ def through_gateway(base: str, server_pid: int | None, plan: Plan, progress: Pro
             runs.setdefault((variant, protocol, concurrency, rate), []).append(
                 sweep.measure(variant, protocol, x, concurrency=concurrency, rate=rate))
             progress.advance(task)
-    scenarios = [scenario("gateway", r, variant=v, layer=p, batch=len(x), concurrency=c, rate=rate,
+    scenarios = [scenario("gateway", r, variant=v, protocol=p, batch=len(x), concurrency=c, rate=rate,
                           mode="closed" if c else "open", target=target) for (v, p, c, rate), r in runs.items()]
     return scenarios, sweep
 
@@ -179,34 +180,13 @@ def verdicts(scenarios: list[Scenario], notes: list[str] | None = None):
         if s.kind == "inprocess" and s.layer == "adapter":
             group = f"in-process, batch {s.batch}, {s.threads} thread{'s' if s.threads != 1 else ''}"
         elif s.kind == "gateway" and s.mode == "closed":
-            group = f"gateway {s.layer}, batch {s.batch}, C={s.concurrency}"
+            group = f"gateway {s.protocol}, batch {s.batch}, C={s.concurrency}"
         elif s.kind == "gateway":
-            group = f"gateway {s.layer}, batch {s.batch}, {s.rate:g} req/s open loop"
+            group = f"gateway {s.protocol}, batch {s.batch}, {s.rate:g} req/s open loop"
         else:
             continue
         groups.setdefault(group, {})[s.variant] = s.p50
     return [judge(group, candidates) for group, candidates in groups.items()]
-
-
-def machine() -> Machine:
-    import psutil
-
-    processor = platform.processor()
-    try:
-        processor = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return Machine(platform=platform.platform(), processor=processor or "unknown", cores=os.cpu_count() or 0,
-                   memory_gb=round(psutil.virtual_memory().total / 2**30, 1), python=platform.python_version())
-
-
-def git_revision() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
-        return rev + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def wrk_cross_check(base: str, variant: str, sweep: Sweep, plan: Plan) -> None:
@@ -216,32 +196,38 @@ def wrk_cross_check(base: str, variant: str, sweep: Sweep, plan: Plan) -> None:
         return
     from crossdeploy.models.data import load_split
 
-    from .gateway_floor import script, wrk
+    from .wrk import run_wrk, script
 
     x = np.ascontiguousarray(load_split(seed=0).x_test[:1].astype(np.float32))
+    request = build("v2-json", variant, {"image": x})
     with tempfile.TemporaryDirectory() as folder:
-        body = Path(folder) / "body.json"
-        body.write_text(json.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 8, 8], "data": x.ravel().tolist()}]}))
-        lua = script(Path(folder), "v2", body, {"Content-Type": "application/json"})
-        theirs = wrk(f"{base}/v2/models/{variant}/infer", lua, 16, 3)["rps"]
+        theirs = run_wrk(base + request.path, script(Path(folder), "v2-json", request), 16, 3)["rps"]
     ours = sweep.measure(variant, "v2-json", x, concurrency=16).requests_per_s
     plan.notes.append(f"load generator check: {variant} v2-json C=16 — ours {ours:,.0f} req/s, wrk {theirs:,.0f} req/s "
                       f"({ours / theirs:.2f}×); the generator's CPU share peaked at {max(sweep.client_cpu_share):.2f} of a core")
 
 
-def run_bench(repository: Path, out: Path, *, quick: bool = False, variants: list[str] | None = None,
-              protocols: list[str] | None = None, repeats: int | None = None, url: str | None = None,
-              console: Console | None = None) -> Path:
-    from .gateway_floor import free_port, start
-    from .report import write_report
+def start_gateway(repository: Path, progress: Progress, scratch: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    task = progress.add_task("starting the gateway", total=None)
+    server = start([sys.executable, "-m", "crossdeploy.cli", "serve", "--port", str(port), "--repository", str(repository)],
+                   f"http://127.0.0.1:{port}/v2/health/ready", scratch / "gateway.log")
+    progress.update(task, description="gateway started", total=1, completed=1)
+    return server, f"http://127.0.0.1:{port}"
 
-    console = console or Console()
-    started = time.perf_counter()
-    repo = ModelRepository(repository)
-    plan = Plan.make(repo, quick, variants, protocols, repeats, url)
-    folder = out / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    folder.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="crossdeploy-bench-"))
+
+def check_load_generator(base: str, found: list[Scenario], sweep: Sweep, plan: Plan) -> None:
+    if found and not plan.quick:  # on a fast variant: a slow one would not load the generator at all
+        names = {s.variant for s in found if s.protocol == "v2-json"}
+        if names:
+            wrk_cross_check(base, "torch-onnx" if "torch-onnx" in names else sorted(names)[0], sweep, plan)
+    elif sweep.client_cpu_share:
+        plan.notes.append(f"the load generator's CPU share peaked at {max(sweep.client_cpu_share):.2f} of a core")
+
+
+def measure_everything(repository: Path, plan: Plan, url: str | None, console: Console,
+                       scratch: Path) -> tuple[list[Scenario], list[ColdStart]]:
+    """In process and cold starts (unless another server is measured), then through the gateway or `url`."""
     scenarios: list[Scenario] = []
     colds: list[ColdStart] = []
     server = None
@@ -252,29 +238,43 @@ def run_bench(repository: Path, out: Path, *, quick: bool = False, variants: lis
                 scenarios += in_process(repository, plan, progress, scratch)
                 if plan.coldstart:
                     colds = cold_starts(repository, plan, progress, scratch)
-                port = free_port()
-                task = progress.add_task("starting the gateway", total=None)
-                server = start([sys.executable, "-m", "crossdeploy.cli", "serve", "--port", str(port), "--repository",
-                                str(repository)], f"http://127.0.0.1:{port}/v2/health/ready", scratch / "gateway.log")
-                progress.update(task, description="gateway started", total=1, completed=1)
-                base, target = f"http://127.0.0.1:{port}", "crossdeploy"
+                server, base = start_gateway(repository, progress, scratch)
+                target = "crossdeploy"
             else:
-                base, target = url.rstrip("/"), url.rstrip("/")
+                base = target = url.rstrip("/")
             found, sweep = through_gateway(base, server.pid if server else None, plan, progress, target)
             scenarios += found
             try:
-                if found and not plan.quick:  # on a fast variant: a slow one would not load the generator at all
-                    names = {s.variant for s in found if s.layer == "v2-json"}
-                    if names:
-                        wrk_cross_check(base, "torch-onnx" if "torch-onnx" in names else sorted(names)[0], sweep, plan)
-                elif sweep.client_cpu_share:
-                    plan.notes.append(f"the load generator's CPU share peaked at {max(sweep.client_cpu_share):.2f} of a core")
+                check_load_generator(base, found, sweep, plan)
             finally:
                 sweep.close()
     finally:
         if server:
-            server.terminate()
-            server.wait(30)
+            stop([server])
+    return scenarios, colds
+
+
+def point_latest(out: Path, folder: Path) -> None:
+    latest = out / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(folder.name)
+
+
+def run_bench(repository: Path, out: Path, *, quick: bool = False, variants: list[str] | None = None,
+              protocols: list[str] | None = None, repeats: int | None = None, url: str | None = None,
+              console: Console | None = None) -> Path:
+    from .report import write_report
+
+    console = console or Console()
+    started = time.perf_counter()
+    plan = Plan.make(ModelRepository(repository), quick, variants, protocols, repeats, url)
+    folder = out / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    folder.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="crossdeploy-bench-"))
+    try:
+        scenarios, colds = measure_everything(repository, plan, url, console, scratch)
+    finally:
         shutil.rmtree(scratch, ignore_errors=True)
     for s in scenarios:
         if not s.stable:
@@ -286,9 +286,6 @@ def run_bench(repository: Path, out: Path, *, quick: bool = False, variants: lis
         scenarios=scenarios, coldstart=colds, verdicts=verdicts(scenarios, plan.notes), notes=plan.notes,
     )
     write_report(report, folder)
-    latest = out / "latest"
-    if latest.is_symlink() or latest.exists():
-        latest.unlink()
-    latest.symlink_to(folder.name)
+    point_latest(out, folder)
     console.print(f"results: {folder}/report.md, results.json, *.png ({report.duration_s:.0f} s)")
     return folder

@@ -1,5 +1,6 @@
 """The latency comparison: its statistics on synthetic series with known answers, its load generator against a
-server that stalls (coordinated omission), and a quick run that writes a report valid against its schema."""
+server that stalls (coordinated omission) and against answers sized, chunked and split across reads, the strict
+floor against onnxruntime, and a quick run that writes a report valid against its schema."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crossdeploy.bench.loadgen import LoadGenerator, Target, encode_request
+from crossdeploy.bench.loadgen import Connection, LoadGenerator, Target, encode_request
+from crossdeploy.bench.requests import build
 from crossdeploy.bench.results import BenchReport
+from crossdeploy.bench.servers import free_port
 from crossdeploy.bench.stats import Window, agree, judge, measure_stable, merge, percentiles, spread
-
-from .live import free_port
 
 
 def test_percentiles_of_a_known_series():
@@ -119,6 +120,82 @@ def test_open_loop_counts_the_requests_a_stall_delayed_closed_loop_hides_them():
     assert np.percentile(opened.latencies_ms, 90) > 50 > np.percentile(closed.latencies_ms, 90)
 
 
+class ScriptedServer:
+    """A raw HTTP/1.1 server answering its requests, in turn, with the given responses; each response is written
+    in the given pieces with a pause between them, so the client receives it in several reads."""
+
+    def __init__(self, responses: list[list[bytes]]):
+        self.responses, self.seen = responses, 0
+        self.port = free_port()
+
+    async def handle(self, reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+                self.seen += 1
+                for i, piece in enumerate(self.responses[(self.seen - 1) % len(self.responses)]):
+                    if i:
+                        await asyncio.sleep(0.005)
+                    writer.write(piece)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def roundtrips(self, count: int) -> list[int]:
+        server = await asyncio.start_server(self.handle, "127.0.0.1", self.port)
+        target = Target("127.0.0.1", self.port, "/x")
+        connection = await Connection.open(target)
+        try:
+            return [await connection.roundtrip(encode_request(target, b"{}", {})) for _ in range(count)]
+        finally:
+            connection.close()
+            server.close()
+            await asyncio.sleep(0.05)  # the handler sees the end of the stream and returns before the loop closes
+
+
+CHUNKED = [b"HTTP/1.1 200 OK\r\nTransfer-Enc", b"oding: chunked\r\nContent-Type: application/json\r\n\r\n5\r\n{\"a\":",
+           b"\r\n3\r\n 1}\r\n", b"0\r\n\r\n"]
+SIZED = [b"HTTP/1.1 200 OK\r\nInference-Header-Content-Length: 3\r\nContent-Length: 7\r\n\r\nabc", b"defg"]
+REFUSED = [b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 13\r\n\r\n{\"error\":\"x\"}"]
+
+
+def test_the_load_generator_reads_chunked_and_sized_answers_whole_on_one_connection():
+    server = ScriptedServer([CHUNKED, SIZED, REFUSED])
+    assert asyncio.run(server.roundtrips(6)) == [200, 200, 503, 200, 200, 503]
+    assert server.seen == 6
+
+
+def test_an_unreadable_answer_is_a_connection_error_not_a_crash():
+    server = ScriptedServer([[b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n"]])
+    with pytest.raises(ConnectionError, match="unreadable response"):
+        asyncio.run(server.roundtrips(1))
+
+
+def test_the_floor_answers_a_v2_request_with_onnxruntimes_logits_and_shares_no_code_with_the_gateway(repository):
+    import onnxruntime as ort
+    from fastapi.testclient import TestClient
+
+    from crossdeploy.bench.floor import create_floor
+
+    config, record = repository.get("torch-onnx")
+    model = str(repository.version_dir("torch-onnx", record.version) / "model.onnx")
+    x = np.random.default_rng(0).random((4, 8, 8), dtype=np.float32)
+    request = build("v2-json", "torch-onnx", {config.inputs[0].name: x})
+    with TestClient(create_floor(model)) as client:
+        response = client.post(request.path, content=request.body, headers=request.headers)
+    assert response.status_code == 200
+    (output,) = response.json()["outputs"]
+    expected = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {config.inputs[0].name: x})[0]
+    assert output["name"] == config.outputs[0].name and output["shape"] == [4, 10]
+    np.testing.assert_allclose(np.asarray(output["data"], dtype=np.float32).reshape(4, 10), expected, rtol=1e-5, atol=1e-6)
+    probe = ("import sys, crossdeploy.bench.floor as f; s = f.single_threaded_session(sys.argv[1]).get_session_options(); "
+             "print(sorted(m for m in sys.modules if m.startswith(('crossdeploy.serving', 'crossdeploy.runtimes'))), "
+             "s.intra_op_num_threads, s.inter_op_num_threads, s.get_session_config_entry('session.intra_op.allow_spinning'))")
+    said = subprocess.run([sys.executable, "-c", probe, model], capture_output=True, text=True, check=True).stdout.split()
+    assert said == ["[]", "1", "1", "0"]
+
+
 @pytest.mark.slow
 def test_a_quick_run_writes_a_report_valid_against_its_schema(repository, tmp_path):
     from crossdeploy.bench.run import run_bench
@@ -128,7 +205,7 @@ def test_a_quick_run_writes_a_report_valid_against_its_schema(repository, tmp_pa
     report = BenchReport.model_validate_json((folder / "results.json").read_text())
     schema = json.loads((folder / "results.schema.json").read_text())
     assert schema == BenchReport.model_json_schema()
-    kinds = {(s.kind, s.layer) for s in report.scenarios}
+    kinds = {(s.kind, s.layer or s.protocol) for s in report.scenarios}
     assert {("inprocess", "adapter"), ("inprocess", "bare"), ("gateway", "v2-json"), ("gateway", "v2-binary"),
             ("gateway", "tfserving"), ("gateway", "torchserve")} <= kinds
     assert any(s.mode == "open" for s in report.scenarios) and {c.variant for c in report.coldstart} == {"torch-onnx", "keras-tflite"}

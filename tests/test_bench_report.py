@@ -33,10 +33,11 @@ def run(p50: float, batch: int = 1, stable: bool = True, server: dict | None = N
                stable=stable, window_p50s=[p50, p50 * 1.01], cdf=cdf, server_ms=server)
 
 
-def scenario(kind: str, variant: str, layer: str, batch: int, p50s: list[float], unstable: bool = False,
+def scenario(kind: str, variant: str, layer_or_protocol: str, batch: int, p50s: list[float], unstable: bool = False,
              server: dict | None = None, **fields) -> Scenario:
     runs = [run(p, batch, stable=not (unstable and i == 0), server=server) for i, p in enumerate(p50s)]
-    return Scenario(kind=kind, variant=variant, layer=layer, batch=batch, runs=runs,
+    how = {"layer": layer_or_protocol} if kind == "inprocess" else {"protocol": layer_or_protocol}
+    return Scenario(kind=kind, variant=variant, **how, batch=batch, runs=runs,
                     p50=spread([r.latency.p50 for r in runs]), p99=spread([r.latency.p99 for r in runs]),
                     throughput=spread([r.throughput for r in runs]), stable=all(r.stable for r in runs), **fields)
 

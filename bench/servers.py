@@ -1,0 +1,49 @@
+"""Server processes for the benchmarks: a free loopback port, a process started and waited on until its ready
+URL answers, and a stop that never leaves one behind."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from crossdeploy.errors import CrossdeployError
+
+READY_TIMEOUT_S = 600  # the gateway loads every variant, TensorFlow's among them, on a machine that may be busy
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(command: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Starts `command` with its output in `log` and returns once `ready_url` answers 200."""
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise CrossdeployError(f"{' '.join(command[:4])} exited with {process.returncode}; see {log}")
+        try:
+            with urllib.request.urlopen(ready_url, timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.5)
+    stop([process])
+    raise CrossdeployError(f"{' '.join(command[:4])} did not become ready in {READY_TIMEOUT_S} s; see {log}")
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
