@@ -1,4 +1,5 @@
-"""`crossdeploy train | export | parity | pipeline | matrix | serve | bench`: each parses and calls one library function."""
+"""`crossdeploy train | export | parity | pipeline | matrix | serve | bench | docs`: each parses and calls one library
+function, with the frameworks' own output sent to <workdir>/logs/<command>.log (see framework_log)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import click
 import typer
 
 import crossdeploy  # noqa: F401  (sets the cache/telemetry environment before any framework import)
-from crossdeploy.errors import CrossdeployError
+from crossdeploy.errors import ConfigError, CrossdeployError, InvalidInput, ModelNotFound, RepositoryError
+from crossdeploy.framework_log import framework_output_to, last_log
 from crossdeploy.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -25,6 +27,12 @@ Epochs = Annotated[int, typer.Option(min=1, help="Training epochs per framework.
 Keep = Annotated[int, typer.Option(min=1, help="Versions kept per variant; older ones are pruned.")]
 Threads = Annotated[int, typer.Option(min=1, help="Intra-op threads per runtime.")]
 Tolerances = Annotated[Optional[Path], typer.Option(help="TOML of per-variant tolerance overrides.")]
+# Errors the user's own input explains in full; any other error names the frameworks' log, where the cause may be.
+INPUT_ERRORS = (ConfigError, RepositoryError, ModelNotFound, InvalidInput)
+
+
+def quiet(workdir: Path, command: str, stderr_to_terminal: bool = False):
+    return framework_output_to(Path(workdir) / "logs" / f"{command}.log", stderr_to_terminal=stderr_to_terminal)
 
 
 @app.command()
@@ -32,7 +40,8 @@ def train(workdir: Workdir = S.workdir, epochs: Epochs = S.epochs, seed: Seed = 
     """Train the built-in models (digits CNN, digits transformer) in PyTorch and Keras on one seeded split."""
     from crossdeploy.pipeline import train as run
 
-    run(workdir=workdir, epochs=epochs, seed=seed)
+    with quiet(workdir, "train"):
+        run(workdir=workdir, epochs=epochs, seed=seed)
 
 
 @app.command()
@@ -41,7 +50,8 @@ def export(repository: Repository = S.repository, workdir: Workdir = S.workdir, 
     """Export the trained digits CNN (both frameworks) along every pathway into the model repository."""
     from crossdeploy.pipeline import export as run
 
-    run(repository=repository, workdir=workdir, variants=variant, keep_versions=keep_versions)
+    with quiet(workdir, "export"):
+        run(repository=repository, workdir=workdir, variants=variant, keep_versions=keep_versions)
 
 
 @app.command()
@@ -50,7 +60,8 @@ def parity(repository: Repository = S.repository, workdir: Workdir = S.workdir, 
     """Check every variant against its eager reference on its spec's samples; exit 1 on any breach."""
     from crossdeploy.pipeline import parity as run
 
-    run(repository=repository, workdir=workdir, variants=variant, tolerances=tolerances, threads=threads)
+    with quiet(workdir, "parity"):
+        run(repository=repository, workdir=workdir, variants=variant, tolerances=tolerances, threads=threads)
 
 
 @app.command()
@@ -60,8 +71,9 @@ def pipeline(repository: Repository = S.repository, workdir: Workdir = S.workdir
     """train, export and parity in one go, with the time of each stage."""
     from crossdeploy.pipeline import pipeline as run
 
-    run(repository=repository, workdir=workdir, epochs=epochs, seed=seed, keep_versions=keep_versions,
-        threads=threads, tolerances=tolerances)
+    with quiet(workdir, "pipeline"):
+        run(repository=repository, workdir=workdir, epochs=epochs, seed=seed, keep_versions=keep_versions,
+            threads=threads, tolerances=tolerances)
 
 
 @app.command()
@@ -77,8 +89,9 @@ def matrix(specs: Annotated[Optional[list[Path]], typer.Argument(help="Model spe
     """Run every pathway on each model spec: a deployability report; exit 1 if a required pathway fails, 2 on a bad spec."""
     from crossdeploy.pipeline import matrix as run
 
-    run(specs=specs, workdir=workdir, out=out, pathways=pathway, timeout=timeout, threads=threads, junit=junit,
-        register=repository if register else None, latency=latency)
+    with quiet(workdir, "matrix"):
+        run(specs=specs, workdir=workdir, out=out, pathways=pathway, timeout=timeout, threads=threads, junit=junit,
+            register=repository if register else None, latency=latency)
 
 
 @app.command()
@@ -93,9 +106,11 @@ def serve(host: Annotated[str, typer.Option(help="Address to bind (CROSSDEPLOY_H
     """Serve every variant of the repository: KServe V2, TF Serving REST, TorchServe, /v1/compare, /metrics."""
     from crossdeploy.serving.app import serve as run
 
-    run(S.model_copy(update=dict(host=host, port=port, repository=repository, serve_threads=threads, max_in_flight=max_in_flight,
-                                 max_batch=max_batch, max_body_bytes=max_body_bytes, inline_ms=inline_ms,
-                                 access_log=access_log)))
+    settings = S.model_copy(update=dict(host=host, port=port, repository=repository, serve_threads=threads,
+                                        max_in_flight=max_in_flight, max_batch=max_batch, max_body_bytes=max_body_bytes,
+                                        inline_ms=inline_ms, access_log=access_log))
+    with quiet(S.workdir, "serve", stderr_to_terminal=True):  # uvicorn's and the gateway's own lines stay
+        run(settings)
 
 
 @app.command()
@@ -110,14 +125,16 @@ def bench(repository: Repository = S.repository,
     from crossdeploy.bench.run import run_bench
 
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
-    run_bench(repository, out, quick=quick, variants=split(variants), protocols=split(protocols), repeats=repeats, url=url)
+    with quiet(S.workdir, "bench"):
+        run_bench(repository, out, quick=quick, variants=split(variants), protocols=split(protocols), repeats=repeats, url=url)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except CrossdeployError as exc:
-        print(f"crossdeploy: error: {exc}", file=sys.stderr)
+        log = None if isinstance(exc, INPUT_ERRORS) else last_log()
+        print(f"crossdeploy: error: {exc}" + (f" (framework output: {log})" if log else ""), file=sys.stderr)
         return getattr(exc, "exit_code", 1)  # 2 for a model spec that cannot be used
     except click.exceptions.Exit as exc:
         return exc.exit_code

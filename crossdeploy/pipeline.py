@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 
 from crossdeploy.errors import ConfigError, CrossdeployError
+from crossdeploy.framework_log import child_streams
 from crossdeploy.repository import ModelRepository
 from crossdeploy.repository import Tolerance
 
@@ -72,7 +73,7 @@ def export_in_fresh_process(repository: Path, workdir: Path, variants: list[str]
                "--workdir", str(workdir), "--keep-versions", str(keep_versions)]
     for name in variants or []:
         command += ["--variant", name]
-    if subprocess.run(command).returncode != 0:
+    if subprocess.run(command, **child_streams()).returncode != 0:
         raise CrossdeployError("the export stage failed (its error is printed above)")
 
 
@@ -136,7 +137,7 @@ def matrix(specs: list[Path] | None, workdir: Path, out: Path | None = None, pat
     written = write_reports(run, out or workdir / "reports" / "matrix", junit)
     console.print("reports: " + ", ".join(str(p) for p in written.values()))
     if run.registered:
-        from crossdeploy.export.matrix import import_warnings
+        from crossdeploy.export.matrix_register import import_warnings
 
         console.print(f"registered into {register}: {', '.join(run.registered)} "
                       "(a running gateway loads each with POST /v2/repository/models/<name>/load)")
