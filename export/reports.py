@@ -1,4 +1,4 @@
-"""The parity report in four shapes: a rich table, JSON, Markdown (the README's table) and a PNG."""
+"""The parity report in four shapes: a rich table, JSON, Markdown (rendered from the JSON, as docs/ is) and a PNG."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _row(v: VariantParity) -> dict:
         "variant": v.config.name, "version": v.version, "source": v.config.source_framework,
         "precision": v.config.precision, "pathway": chain(v), "runtime": f"{v.config.runtime.tool} {v.config.runtime.version}",
         "support": v.config.support.status, "support_note": v.config.support.note, "size_bytes": _size(v),
-        "dynamic_batch": v.config.dynamic_batch, "max_batch": v.config.max_batch,
+        "dynamic_batch": v.config.dynamic_batch, "max_batch": v.config.max_batch, "batch_note": v.config.batch_note,
         "max_abs": o.max_abs if o else None, "mean_abs": o.mean_abs if o else None,
         "p99_abs": o.p99_abs if o else None, "max_rel": o.max_rel if o else None,
         "min_atol": o.min_atol if o else None, "min_rtol": o.min_rtol if o else None,
@@ -77,8 +77,13 @@ def print_table(run: ParityRun, console: Console | None = None) -> None:
 
 
 def markdown(run: ParityRun) -> str:
+    return markdown_from_json(to_json(run))
+
+
+def markdown_from_json(report: dict) -> str:
+    """The table from parity.json, so `make docs` renders a past run exactly as its parity.md."""
     lines = [
-        f"Parity on the {run.samples}-sample test split; each variant against its own source's eager reference. "
+        f"Parity on the {report['samples']}-sample test split; each variant against its own source's eager reference. "
         f"Float variants by default: {FLOAT_TOLERANCE.describe()}, on every output value; int8: "
         f"{INT8_TOLERANCE.describe()}. *min atol* / *min rtol*: the smallest tolerance that would have "
         "passed (at rtol = 0 / atol = 0).",
@@ -86,18 +91,18 @@ def markdown(run: ParityRun) -> str:
         "| variant | pathway | runtime | support | size | max abs diff | min atol | min rtol | argmax agreement | accuracy | parity |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for v in run.variants:
-        r = _row(v)
+    for r in report["variants"]:
         acc = f"{r['accuracy']:.2%}" if r["accuracy"] is not None else "—"
+        verdict = "reference" if r["variant"] == r["reference"] else ("pass" if r["passed"] else "FAIL")
         lines.append(
             f"| `{r['variant']}` | {r['pathway']} | {r['runtime']} | {r['support']} | {_kb(r['size_bytes'])} | "
-            f"{_g(r['max_abs'])} | {_g(r['min_atol'])} | {_g(r['min_rtol'])} | {'—' if r['agreement'] is None else format(r['agreement'], '.2%')} | {acc} | {_verdict(v)} |"
+            f"{_g(r['max_abs'])} | {_g(r['min_atol'])} | {_g(r['min_rtol'])} | {'—' if r['agreement'] is None else format(r['agreement'], '.2%')} | {acc} | {verdict} |"
         )
-    if run.cross_framework_agreement is not None:
+    if report["cross_framework_agreement"] is not None:
         lines += ["", f"PyTorch vs Keras eager models (trained separately, weights differ): argmax agreement "
-                      f"{run.cross_framework_agreement:.2%}."]
-    notes = [f"- `{v.config.name}`: {v.config.support.status} — {v.config.support.note}" for v in run.variants]
-    batch = [f"- `{v.config.name}`: {v.config.batch_note}" for v in run.variants if v.config.batch_note]
+                      f"{report['cross_framework_agreement']:.2%}."]
+    notes = [f"- `{r['variant']}`: {r['support']} — {r['support_note']}" for r in report["variants"]]
+    batch = [f"- `{r['variant']}`: {r['batch_note']}" for r in report["variants"] if r.get("batch_note")]
     return "\n".join(lines + ["", "Support status:", *notes] + (["", "Batch axis:", *batch] if batch else [])) + "\n"
 
 
