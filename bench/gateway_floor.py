@@ -48,8 +48,8 @@ from .wrk import require_wrk, run_wrk, script
 MODEL = "torch-onnx"
 REQUEST = "V2 JSON, batch 1"
 TARGETS = {"throughput_c8": (8, "rps", "min", 0.9), "p99_c32": (32, "p99", "max", 1.5)}
-FLOOR = ("FastAPI + orjson + onnxruntime (1 intra-op and 1 inter-op thread, no spinning), inference inline on "
-         "the event loop, no validation (bench/floor.py)")
+FLOOR = ("bench/floor.py: FastAPI, orjson in and out, onnxruntime with one intra-op and one inter-op thread and no "
+         "spinning, inference inline on the event loop, no validation")
 # -P keeps the working directory off sys.path: this checkout's crossdeploy/ would shadow --gateway-python-path.
 LAUNCH = ("import runpy, crossdeploy.serving as s; print('crossdeploy.serving:', s.__file__, flush=True); "
           "runpy.run_module('crossdeploy.cli', run_name='__main__', alter_sys=True)")
@@ -189,8 +189,9 @@ def run(options: Options, console: Console) -> GatewayFloorReport:
 
 
 def markdown(report: GatewayFloorReport) -> str:
-    lines = [f"The gateway against the strict floor ({report.floor}): {report.model}, {report.request}, wrk -t1, "
-             f"{report.seconds:g} s per run, median of {report.repeats} repeats. Gateway code: `{report.gateway.serving_module}`.",
+    lines = [f"The gateway against the strict floor — {report.floor}. Both serve {report.model} from one file; "
+             f"{report.request}; wrk -t1 on loopback, {report.seconds:g} s per run; medians over {report.repeats} "
+             f"repeat(s). Gateway code: `{report.gateway.serving_module}`.",
              "", "| C | floor req/s | gateway req/s | ratio | floor p50 ms | gateway p50 ms | floor p99 ms | gateway p99 ms | ratio p99 |"
              " errors |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in report.summary.values():
