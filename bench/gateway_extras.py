@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import time
@@ -50,11 +51,13 @@ def one_step(base: str, step: str, scripts: dict[str, Path], seconds: float) -> 
     if not step.endswith("+slow-neighbour"):
         return run_wrk(url, scripts[step], 1, seconds)
     neighbour = subprocess.Popen(["wrk", "-t1", "-c4", f"-d{max(1, round(seconds))}s", "-s", str(scripts["neighbour"]),
-                                  f"{base}/v2/models/{NEIGHBOUR}/infer"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  f"{base}/v2/models/{NEIGHBOUR}/infer"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        return run_wrk(url, scripts["json-b1"], 1, seconds)
+        result = run_wrk(url, scripts["json-b1"], 1, seconds)
     finally:
-        neighbour.wait()
+        said = neighbour.communicate()[0].strip().splitlines()
+    busy = json.loads(said[-1]) if said else {"requests": 0, "errors": 0}  # proof that the neighbour was kept busy
+    return result | {"neighbour_requests": busy["requests"], "neighbour_errors": busy["errors"]}
 
 
 def measure_extras(base: str, input_name: str, samples: np.ndarray, scratch: Path, seconds: float, repeats: int,
@@ -72,6 +75,8 @@ def measure_extras(base: str, input_name: str, samples: np.ndarray, scratch: Pat
     rows = {step: {"rps": statistics.median(r["rps"] for r in found), "p50_ms": statistics.median(r["p50_us"] for r in found) / 1e3,
                    "p99_ms": statistics.median(r["p99_us"] for r in found) / 1e3, "errors": sum(r["errors"] for r in found)}
             for step, found in results.items()}
+    rows["json-b1+slow-neighbour"] |= {key: sum(r[key] for r in results["json-b1+slow-neighbour"])
+                                       for key in ("neighbour_requests", "neighbour_errors")}
     with console.status("tritonclient end to end, batch 64, binary vs JSON…"):
         e2e = tritonclient_end_to_end(base.removeprefix("http://"), input_name, samples[:64], max(50, int(seconds * 40)))
     checks = {"binary_speedup_b64": rows["binary-b64"]["rps"] / rows["json-b64"]["rps"],
@@ -88,4 +93,5 @@ def extras_markdown(extras: dict) -> list[str]:
     return lines + ["", f"- binary/JSON throughput at batch 64: **{c['binary_speedup_b64']:.2f}×** (target ≥ "
                     f"{extras['targets']['binary_speedup_b64_min']}×); end to end with tritonclient: "
                     f"**{c['binary_speedup_b64_tritonclient']:.2f}×** (p50 {e2e['binary']['p50_ms']:.2f} ms vs {e2e['json']['p50_ms']:.2f} ms)",
-                    f"- p99 at C=1 with {NEIGHBOUR} busy beside it: **{c['p99_c1_with_slow_neighbour']:.2f}×** its p99 alone"]
+                    f"- p99 at C=1 with {NEIGHBOUR} busy beside it: **{c['p99_c1_with_slow_neighbour']:.2f}×** its p99 alone "
+                    f"({NEIGHBOUR} answered {extras['rows']['json-b1+slow-neighbour']['neighbour_requests']:,} requests meanwhile)"]
