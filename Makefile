@@ -73,6 +73,12 @@ BENCH_GATEWAY_ARGS ?=
 bench-gateway: $(BUILT)
 	$(BIN)/python -m crossdeploy.bench.gateway_floor --repository $(REPOSITORY) $(BENCH_GATEWAY_ARGS)
 
+# The tables and figures of docs/, written from whatever reports build/reports/ holds (pipeline, matrix, bench,
+# bench-gateway); a report not made yet leaves its section as it was, or saying which target makes it.
+.PHONY: docs
+docs: install
+	$(BIN)/crossdeploy docs
+
 test: install $(WEB)
 	$(BIN)/python -m pytest -q
 

@@ -129,6 +129,17 @@ def bench(repository: Repository = S.repository,
         run_bench(repository, out, quick=quick, variants=split(variants), protocols=split(protocols), repeats=repeats, url=url)
 
 
+@app.command()
+def docs(workdir: Workdir = S.workdir,
+         folder: Annotated[Path, typer.Option("--docs", help="The docs folder whose generated regions are filled.")] = Path("docs")):
+    """Write the tables and figures in docs/ from the reports in <workdir>/reports (missing reports are tolerated)."""
+    from crossdeploy.docs import shown, write_docs
+
+    with quiet(workdir, "docs"):
+        for filled in write_docs(folder, Path(workdir) / "reports"):
+            print(f"{shown(filled.page)} [{filled.region}]: {filled.outcome}")
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)

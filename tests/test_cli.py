@@ -56,3 +56,23 @@ def test_tolerance_override_makes_a_passing_variant_fail(scratch_repository, tmp
     bad.write_text("not = [toml")
     one_line_error(crossdeploy("parity", "--repository", str(scratch_repository.root), "--workdir", str(tmp_path),
                                "--tolerances", str(bad)), "bad.toml")
+
+
+def test_the_frameworks_output_goes_to_the_log_and_a_failure_names_it(scratch_repository, tmp_path):
+    overrides = tmp_path / "tight.toml"
+    overrides.write_text('["torch-tflite"]\natol = 1e-9\nrtol = 0.0\n')
+    proc = crossdeploy("parity", "--repository", str(scratch_repository.root), "--workdir", str(tmp_path),
+                       "-v", "torch-tflite", "--tolerances", str(overrides))
+    log = tmp_path / "logs" / "parity.log"
+    one_line_error(proc, "torch-tflite", f"(framework output: {log})")
+    assert "torch-tflite" in proc.stdout  # our table stays on the terminal
+    chatter = [line for line in log.read_text().splitlines() if line.strip()]
+    assert chatter  # LiteRT's XNNPACK delegate, torch's and absl's logging: never ours to show
+    terminal = proc.stdout + proc.stderr
+    assert [line for line in chatter if line in terminal] == []
+
+
+def test_an_error_in_the_users_input_does_not_point_at_the_log(tmp_path):
+    proc = crossdeploy("parity", "--repository", str(tmp_path / "nowhere"), "--workdir", str(tmp_path))
+    one_line_error(proc, "nowhere")
+    assert "framework output" not in proc.stderr

@@ -1,0 +1,90 @@
+"""What each generated region of docs/ is written from: the report file, the command that makes it, and the
+renderer. Each renderer is the report writer's own Markdown applied to the report as it was saved on disk, so a
+page in docs/ shows exactly what that run's own report shows."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+from pydantic import ValidationError
+
+# A report written by an older version of its writer fails one of these; its region is then left as it was.
+UNREADABLE = (OSError, KeyError, TypeError, ValueError, ValidationError)
+
+
+@dataclass(frozen=True)
+class Source:
+    report: str  # relative to <workdir>/reports
+    command: str  # the make target that writes it
+    render: Callable[[Path, Path], str]  # (report file, docs folder) -> Markdown; may copy figures into docs/
+
+
+def parity_table(report: Path, docs: Path) -> str:
+    from crossdeploy.export.reports import markdown_from_json
+
+    return markdown_from_json(json.loads(report.read_text()))
+
+
+def copy_figure(report: Path, docs: Path, title: str) -> str:
+    shutil.copyfile(report, docs / report.name)
+    return f"![{title}]({report.name})\n"
+
+
+def parity_figure(report: Path, docs: Path) -> str:
+    return copy_figure(report, docs, "Distribution of absolute logit differences per variant")
+
+
+def matrix_report(report: Path, docs: Path) -> str:
+    from crossdeploy.export.matrix_report import markdown
+    from crossdeploy.export.matrix_results import MatrixRun, PathwayResult, SpecRun
+
+    saved = json.loads(report.read_text())
+    result_fields = {f.name for f in fields(PathwayResult)}
+    run = MatrixRun(specs=[SpecRun(**spec) for spec in saved["specs"]],
+                    results=[PathwayResult(**{k: v for k, v in r.items() if k in result_fields}) for r in saved["results"]],
+                    created=saved["created"], timeout=saved["timeout_seconds"], registered=saved.get("registered", []))
+    return markdown(run)
+
+
+def matrix_figure(report: Path, docs: Path) -> str:
+    return copy_figure(report, docs, "Deployability heatmap: every pathway × model")
+
+
+def bench_report(report: Path, docs: Path) -> str:
+    """The run's report.md without its title and charts, one heading level down; the charts go to docs/bench/."""
+    from crossdeploy.bench.report import CHART_TITLES, markdown
+    from crossdeploy.bench.results import BenchReport
+
+    run = BenchReport.model_validate_json(report.read_text())
+    lines = markdown(run, images=[]).splitlines()
+    body = [("#" + line) if line.startswith("## ") else line for line in lines if not line.startswith("# ")]
+    charts = sorted(report.parent.glob("*.png"))
+    folder = docs / "bench"
+    folder.mkdir(exist_ok=True)
+    for stale in set(folder.glob("*.png")) - {folder / png.name for png in charts}:
+        stale.unlink()  # a chart this run has no data for must not survive from an older one
+    for png in charts:
+        shutil.copyfile(png, folder / png.name)
+    images = [f"![{CHART_TITLES.get(png.name, png.stem)}](bench/{png.name})" for png in charts]
+    return "\n".join(body).strip() + "\n" + ("\n" + "\n\n".join(images) + "\n" if images else "")
+
+
+def gateway_floor(report: Path, docs: Path) -> str:
+    from crossdeploy.bench.floor_results import GatewayFloorReport
+    from crossdeploy.bench.gateway_floor import markdown
+
+    return markdown(GatewayFloorReport.model_validate_json(report.read_text()))
+
+
+SOURCES: dict[str, Source] = {
+    "parity-table": Source("parity/parity.json", "make pipeline", parity_table),
+    "parity-figure": Source("parity/parity.png", "make pipeline", parity_figure),
+    "matrix-report": Source("matrix/matrix.json", "make matrix", matrix_report),
+    "matrix-figure": Source("matrix/matrix.png", "make matrix", matrix_figure),
+    "bench-report": Source("bench/latest/results.json", "make bench", bench_report),
+    "gateway-floor": Source("gateway/gateway_floor.json", "make bench-gateway", gateway_floor),
+}
