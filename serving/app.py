@@ -1,6 +1,6 @@
 """The gateway: `create_app(settings, repository)` builds one FastAPI app serving every variant of the model
-repository in four protocols (KServe V2, TF Serving REST, TorchServe, compare) plus /metrics.
-`serve(settings)` runs it under uvicorn."""
+repository in four protocols (KServe V2, TF Serving REST, TorchServe, compare) plus /metrics, one router per
+protocol. `serve(settings)` runs it under uvicorn."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.openapi.utils import get_openapi
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.routing import compile_path
 from rich.console import Console
 from rich.table import Table
 
@@ -21,13 +19,17 @@ from crossdeploy import __version__
 from crossdeploy.repository import ModelRepository
 from crossdeploy.settings import Settings
 
-from . import compare, kserve_v2, tfserving, torchserve, web
+from . import compare, kserve_v2, openapi, tfserving, torchserve, web
 from .core import Gateway
-from .http import DOCUMENTED, HANDLERS, InFlightLimit
+from .error_responses import HANDLERS
+from .http import InFlightLimit
 from .metrics import Metrics
 from .registry import ModelRegistry
+from .routing import protocol_router
 
 log = logging.getLogger("crossdeploy.gateway")
+DESCRIPTION = ("Every PyTorch and TensorFlow deployment pathway behind one gateway: KServe V2 (Triton's clients), "
+               "TF Serving REST, TorchServe, and /v1/compare across all of them.")
 
 
 def summary_table(gateway: Gateway, url: str | None = None) -> Table:
@@ -41,29 +43,24 @@ def summary_table(gateway: Gateway, url: str | None = None) -> Table:
     return table
 
 
-class FastPath:
-    """Pure ASGI: the inference routes dispatched straight to their endpoint functions, without FastAPI's routing
-    and dependency machinery, which cost over a third of a small request's event-loop time. The same functions
-    serve; FastAPI still holds the routes, for /docs and for every other path."""
+def metrics_router(metrics: Metrics):
+    router = protocol_router("Metrics")
 
-    def __init__(self, app, routes):
-        self.app = app
-        self.routes = [(compile_path(r.path)[0], r.methods, r.endpoint) for r in routes]
+    @router.get("/metrics", response_class=PlainTextResponse, **openapi.operation(
+        "metrics", "Prometheus metrics", ok={CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}))
+    async def prometheus(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] in ("POST", "PUT"):
-            for regex, methods, endpoint in self.routes:
-                match = regex.match(scope["path"]) if scope["method"] in methods else None
-                if match:
-                    scope["path_params"] = match.groupdict()
-                    request = Request(scope, receive)
-                    try:
-                        response = await endpoint(request)
-                    except Exception as exc:  # the app's own handler table shapes every error
-                        handler = next(HANDLERS[c] for c in type(exc).__mro__ if c in HANDLERS)
-                        response = await handler(request, exc)
-                    return await response(scope, receive, send)
-        return await self.app(scope, receive, send)
+    return router
+
+
+def served_facts(app: FastAPI) -> dict[str, dict]:
+    """Component schemas only the running gateway knows: what /v1/compare's 'image' holds for the served input."""
+    gateway: Gateway | None = getattr(app.state, "gateway", None)
+    configs = [e.config for e in gateway.registry.all() if e.config] if gateway else []
+    if not configs:
+        return {"CompareInput": {"title": "CompareInput", "description": "values for the served model's input"}}
+    return {"CompareInput": compare.input_schema(configs[0].inputs[0], gateway.max_batch)}
 
 
 def create_app(settings: Settings | None = None, repository: ModelRepository | None = None,
@@ -76,47 +73,39 @@ def create_app(settings: Settings | None = None, repository: ModelRepository | N
     async def lifespan(app: FastAPI):
         registry = ModelRegistry(repository, settings.serve_threads)
         await run_in_threadpool(registry.load_all)
-        gateway = Gateway(registry, metrics, settings.max_batch, settings.inline_ms)
+        gateway = Gateway(registry, metrics, settings.max_batch, settings.inline_ms, settings.max_body_bytes)
         gateway.count_models()
         # TensorFlow, Keras and torch leave millions of long-lived objects behind; a full collection that walks
         # them all stalls the event loop for tens of ms. Frozen, they are never scanned again (gc.freeze).
         gc.collect()
         gc.freeze()
         app.state.gateway = gateway
+        app.openapi_schema = None  # rebuilt with the served signatures
         if console is not None:
             console.print(summary_table(gateway, f"http://{settings.host}:{settings.port}"))
             console.print(f"serving on [bold]http://{settings.host}:{settings.port}[/] — docs at /docs, metrics at /metrics")
-        failed = [e for e in registry.all() if not e.ready]
-        for entry in failed:
+        for entry in (e for e in registry.all() if not e.ready):
             log.error("%s v%s is UNAVAILABLE: %s", entry.name, entry.version, entry.reason)
         yield
         await run_in_threadpool(registry.close)
 
     app = FastAPI(title="crossdeploy gateway", version=__version__, lifespan=lifespan, exception_handlers=HANDLERS,
-                  description="Every PyTorch and TensorFlow deployment pathway behind one gateway: KServe V2 "
-                              "(Triton's clients), TF Serving REST, TorchServe, and /v1/compare across all of them.")
+                  description=DESCRIPTION)
     app.state.settings = settings
     app.state.metrics = metrics
-    # Inference routes first: routes are tried in order and these are the ones called thousands of times.
-    for module in (kserve_v2, tfserving, torchserve, compare):
-        app.include_router(module.inference)
-    for module in (kserve_v2, tfserving, torchserve, web):
+    # Routers are tried in order: the protocols with the routes called thousands of times come first, and
+    # each declares its inference route first.
+    for module in (kserve_v2, tfserving, torchserve, compare, web):
         app.include_router(module.router)
+    app.include_router(metrics_router(metrics))
     app.mount("/static", web.static_files(), name="static")
 
-    @app.get("/metrics", tags=["Metrics"], summary="Prometheus metrics")
-    async def prometheus():
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    def openapi() -> dict:
+    def document() -> dict:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(DOCUMENTED)
-            app.openapi_schema = schema
+            app.openapi_schema = openapi.document(app, served_facts(app))
         return app.openapi_schema
 
-    app.openapi = openapi
-    app.add_middleware(FastPath, routes=[r for m in (kserve_v2, tfserving, torchserve, compare) for r in m.inference.routes])
+    app.openapi = document
     app.add_middleware(InFlightLimit, limit=settings.max_in_flight, metrics=metrics)  # outermost: counts everything
     return app
 

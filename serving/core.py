@@ -1,7 +1,8 @@
-"""The one inference path every protocol delegates to: decode -> queue -> infer -> encode, timed.
+"""The one inference path every protocol delegates to: look up -> decode -> queue -> infer -> encode, timed.
 
-Routers translate the wire to numpy and back; this module checks the request against the model contract,
-runs it on the variant's own executor and records Triton-style statistics and Prometheus metrics.
+Routes hand over a decode and an encode from their codecs. The codec checks each input once against the
+variant's signature, so the runtime is called through `predict_validated`, which trusts it; this module runs
+the call (inline or on the variant's own executor) and records Triton-style statistics and the metrics.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Callable
 
 import numpy as np
 
-from crossdeploy.errors import InvalidInput, ModelNotFound
+from crossdeploy.errors import ModelNotFound
 
-from .metrics import Metrics
+from .metrics import Instruments, Metrics
 from .registry import ModelRegistry, Served
 
 
@@ -35,17 +36,6 @@ def parse_version(name: str, version: str | None) -> int | None:
     return int(version)
 
 
-def check_contract(served: Served, inputs: dict[str, np.ndarray], max_batch: int) -> None:
-    """What adapters cannot be trusted to refuse kindly: batch bounds and non-finite values."""
-    for name, array in inputs.items():
-        if array.ndim == 0 or array.shape[0] == 0:
-            raise InvalidInput(f"input '{name}' is empty")
-        if array.shape[0] > max_batch:
-            raise InvalidInput(f"input '{name}' has batch {array.shape[0]}, above the maximum of {max_batch}")
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise InvalidInput(f"input '{name}' contains NaN or infinity")
-
-
 async def run(served: Served, inputs: dict[str, np.ndarray], timings: Timings, inline_ns: float) -> dict[str, np.ndarray]:
     """Inline on the event loop when the call is known to be cheaper than a thread hop's worth (`inline_ns`) and
     nothing of this version runs on its executor (so an adapter is never entered twice at once); otherwise on the
@@ -54,7 +44,7 @@ async def run(served: Served, inputs: dict[str, np.ndarray], timings: Timings, i
     estimate = served.cost.estimate(rows)
     if served.pending == 0 and estimate is not None and estimate <= inline_ns:
         started = time.perf_counter_ns()
-        outputs = served.runtime.predict(inputs)
+        outputs = served.runtime.predict_validated(inputs)
         finished = time.perf_counter_ns()
         timings.queue_ns = 0
     else:
@@ -62,7 +52,7 @@ async def run(served: Served, inputs: dict[str, np.ndarray], timings: Timings, i
 
         def work():
             began = time.perf_counter_ns()
-            result = served.runtime.predict(inputs)
+            result = served.runtime.predict_validated(inputs)
             return result, began, time.perf_counter_ns()
 
         future = asyncio.get_running_loop().run_in_executor(served.executor, work)
@@ -81,33 +71,35 @@ async def run(served: Served, inputs: dict[str, np.ndarray], timings: Timings, i
 class Gateway:
     """What routers get from the app: the registry, the limits and the instruments."""
 
-    def __init__(self, registry: ModelRegistry, metrics: Metrics, max_batch: int, inline_ms: float = 0.0):
+    def __init__(self, registry: ModelRegistry, metrics: Metrics, max_batch: int, inline_ms: float = 0.0,
+                 max_body_bytes: int = 1 << 20):
         self.registry = registry
         self.metrics = metrics
         self.max_batch = max_batch
+        self.max_body_bytes = max_body_bytes
         self.inline_ns = inline_ms * 1e6
 
     async def handle(self, protocol: str, name: str, version: str | None,
                      decode: Callable[[Served], dict[str, np.ndarray]],
                      encode: Callable[[Served, dict[str, np.ndarray]], object],
                      timings: Timings | None = None) -> object:
-        """Runs one request; errors propagate (the app's handlers shape them) after being counted."""
+        """Runs one request: `decode(served)` must return inputs checked against `served`'s signature (a codec's
+        decode does). Errors propagate, after being counted, for the app's handlers to shape."""
         start = time.perf_counter_ns()
         timings = timings if timings is not None else Timings()
         served = None
         try:
             served = self.registry.get(name, parse_version(name, version))
             inputs = decode(served)
-            check_contract(served, inputs, self.max_batch)
             timings.decode_ns = time.perf_counter_ns() - start
             outputs = await run(served, inputs, timings, self.inline_ns)
             encode_start = time.perf_counter_ns()
             response = encode(served, outputs)
             timings.encode_ns = time.perf_counter_ns() - encode_start
         except Exception:  # named errors become 4xx/5xx in the protocol's shape; every failure is counted
-            self._record(served, protocol, "fail", start, timings)
+            self._record_failure(served, protocol, start)
             raise
-        self._record(served, protocol, "success", start, timings, batch=next(iter(inputs.values())).shape[0])
+        self._record_success(served, protocol, start, timings, next(iter(inputs.values())).shape[0])
         return response
 
     def load(self, name: str) -> list[Served]:
@@ -127,22 +119,36 @@ class Gateway:
         for state in ("READY", "UNAVAILABLE"):
             self.metrics.models.labels(state).set(sum(e.state == state for e in entries))
 
-    def _record(self, served: Served | None, protocol: str, status: str, start: int, t: Timings, batch: int = 0) -> None:
-        total = time.perf_counter_ns() - start
-        model = served.name if served else "unknown"
-        self.metrics.child(self.metrics.requests, model, str(served.version) if served else "", protocol, status).inc()
+    def _instruments(self, served: Served | None, protocol: str) -> Instruments:
         if served is None:
-            return
+            return self.metrics.instruments("unknown", "", protocol)
+        found = served.instruments.get(protocol)
+        if found is None:
+            found = served.instruments[protocol] = self.metrics.instruments(served.name, str(served.version), protocol)
+        return found
+
+    def _record_failure(self, served: Served | None, protocol: str, start: int) -> None:
+        self._instruments(served, protocol).fail += 1
+        if served is not None:
+            served.stats.phases["fail"].add(time.perf_counter_ns() - start)
+
+    def _record_success(self, served: Served, protocol: str, start: int, t: Timings, batch: int) -> None:
+        total = time.perf_counter_ns() - start
         stats = served.stats
-        stats.phases[status].add(total)
-        if status == "success":
-            stats.phases["queue"].add(t.queue_ns)
-            stats.phases["compute_input"].add(t.decode_ns)
-            stats.phases["compute_infer"].add(t.infer_ns)
-            stats.phases["compute_output"].add(t.encode_ns)
-            stats.inference_count += batch
-            stats.execution_count += 1
-            stats.last_inference_ms = int(time.time() * 1000)
-            for phase, ns in (("queue", t.queue_ns), ("decode", t.decode_ns), ("inference", t.infer_ns), ("encode", t.encode_ns)):
-                self.metrics.child(self.metrics.phase, model, protocol, phase).observe(ns / 1e9)
-            self.metrics.child(self.metrics.latency, model, protocol).observe(total / 1e9)
+        phases = stats.phases
+        phases["success"].add(total)
+        phases["queue"].add(t.queue_ns)
+        phases["compute_input"].add(t.decode_ns)
+        phases["compute_infer"].add(t.infer_ns)
+        phases["compute_output"].add(t.encode_ns)
+        stats.inference_count += batch
+        stats.execution_count += 1
+        stats.last_inference_ms = int(time.time() * 1000)
+        instruments = self._instruments(served, protocol)
+        instruments.success += 1
+        tallies = instruments.phases
+        tallies["queue"].observe(t.queue_ns / 1e9)
+        tallies["decode"].observe(t.decode_ns / 1e9)
+        tallies["inference"].observe(t.infer_ns / 1e9)
+        tallies["encode"].observe(t.encode_ns / 1e9)
+        instruments.latency.observe(total / 1e9)

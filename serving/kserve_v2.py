@@ -1,270 +1,98 @@
-"""KServe V2 / Open Inference Protocol, as Triton speaks it: JSON tensors, the binary tensor data extension,
-the classification extension, statistics, the model repository extension.
-
-`decode_*` and `encode_*` translate between the wire and numpy; everything else is the shared gateway core.
-"""
+"""KServe V2 / Open Inference Protocol routes, as Triton speaks them: health, server and model metadata,
+inference (JSON tensors and the binary tensor data extension, with the classification extension),
+statistics, configuration and the model repository extension. The wire forms are `codecs.v2_json` and
+`codecs.v2_binary`; every request runs through the one `Gateway`."""
 
 from __future__ import annotations
 
-import math
-import struct
-from typing import Any
-
-import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
 
 from crossdeploy import __version__
 from crossdeploy.errors import InvalidInput
+from crossdeploy.repository import PLATFORMS
 
+from . import openapi as doc
+from . import v2_schemas as schemas
+from .codecs import v2_binary, v2_json
+from .codecs.v2_binary import HEADER_LENGTH
 from .core import Gateway, parse_version
-from crossdeploy.repository import NUMPY_TO_V2, PLATFORMS, V2_TO_NUMPY
-from .http import json_response, openapi_body, parse_json, read_body, require_media
+from .error_responses import json_response
+from .http import read_body, require_media
 from .registry import Served
+from .routing import protocol_router
 
-HEADER_LENGTH = "Inference-Header-Content-Length"
 EXTENSIONS = ["binary_tensor_data", "classification", "statistics", "model_repository", "model_configuration"]
 MEDIA = ("application/json", "application/octet-stream", "application/vnd.kserve+json")
+INDEX_BODY_LIMIT = 64 * 1024
+router = protocol_router("KServe V2 / Open Inference Protocol")
 
-router = APIRouter(tags=["KServe V2 / Open Inference Protocol"])
-inference = APIRouter(tags=["KServe V2 / Open Inference Protocol"])  # the hot routes, mounted before everything else
-
-
-# Typed models: what /docs shows. The infer route parses with orjson (binary bodies are not JSON).
-class Tensor(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: str = Field(examples=["FP32"])
-    parameters: dict[str, Any] | None = Field(None, description="binary_data_size for the binary extension")
-    data: list[Any] | None = Field(None, description="row-major values, flat or nested")
-
-
-class RequestedOutput(BaseModel):
-    name: str
-    parameters: dict[str, Any] | None = Field(None, description="binary_data: bool, classification: top-k")
+_LENGTH = {"description": "bytes of JSON header before the binary tensors (binary tensor data extension)",
+           "schema": {"type": "integer", "minimum": 0}}
+_BINARY = {"type": "string", "format": "binary",
+           "description": f"a JSON header of {HEADER_LENGTH} bytes, then the tensors' raw bytes in declared order"}
+_INFER = {
+    "ok": {"application/json": {"schema": doc.component(schemas.InferenceResponse)}, "application/octet-stream": {"schema": _BINARY}},
+    "ok_headers": {HEADER_LENGTH: {"description": "present when outputs are binary", "schema": {"type": "integer"}}},
+    "errors": (400, 404, 413, 415, 500, 503),
+    "body": {**{m: {"schema": doc.component(schemas.InferenceRequest)} for m in ("application/json", "application/vnd.kserve+json")},
+             "application/octet-stream": {"schema": _BINARY}},
+}
+_HEADER = {"name": HEADER_LENGTH, "in": "header", "required": False, **_LENGTH}
 
 
-class InferenceRequest(BaseModel):
-    id: str | None = None
-    parameters: dict[str, Any] | None = Field(None, description="binary_data_output: bool")
-    inputs: list[Tensor]
-    outputs: list[RequestedOutput] | None = None
-
-
-class InferenceResponse(BaseModel):
-    model_name: str
-    model_version: str
-    id: str | None = None
-    outputs: list[Tensor]
-
-
-class TensorMetadata(BaseModel):
-    name: str
-    datatype: str
-    shape: list[int]
-
-
-class ModelMetadata(BaseModel):
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[TensorMetadata]
-    outputs: list[TensorMetadata]
-
-
-class ServerMetadata(BaseModel):
-    name: str
-    version: str
-    extensions: list[str]
-
-
-async def gateway(request: Request) -> Gateway:
+def _gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-# ---------------------------------------------------------------------------------------------- decoding
-def split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
-    """The binary extension: a JSON header of `Inference-Header-Content-Length` bytes, then raw tensors."""
-    if header_length is None:
-        header, binary = body, b""
-    else:
-        if not header_length.strip().isdigit() or int(header_length) > len(body):
-            raise InvalidInput(f"{HEADER_LENGTH} is {header_length!r}, the body has {len(body)} bytes")
-        header, binary = body[: int(header_length)], body[int(header_length) :]
-    request = parse_json(header)
-    if not isinstance(request, dict):
-        raise InvalidInput("the inference request must be a JSON object")
-    return request, binary
+@router.post("/v2/models/{name}/infer", **doc.operation(
+    "v2_infer", "Inference (JSON or binary tensor data)", parameters=(doc.MODEL, _HEADER), **_INFER))
+@router.post("/v2/models/{name}/versions/{version}/infer", **doc.operation(
+    "v2_infer_version", "Inference on one version", parameters=(doc.MODEL, doc.VERSION, _HEADER), **_INFER))
+async def infer(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    params = request.path_params
+    require_media(request, MEDIA)
+    body = await read_body(request, gateway.max_body_bytes)
+    header_length = request.headers.get(HEADER_LENGTH)
+    parsed: dict = {}
+
+    def decode(served: Served):
+        document, binary = v2_binary.split(body, header_length)
+        parsed["document"] = document
+        parsed["choices"] = v2_json.output_choices(document, served.output_names)
+        return v2_json.decode(document, served.config.inputs, gateway.max_batch, binary)
+
+    def encode(served: Served, outputs):
+        header = v2_json.response_header(served.name, served.version_label, parsed["document"].get("id"))
+        return v2_binary.encode(header, outputs, parsed["choices"])
+
+    content, length = await gateway.handle("v2", params["name"], params.get("version"), decode, encode)
+    if length is None:
+        return Response(content, media_type="application/json")
+    return Response(content, media_type="application/octet-stream", headers={HEADER_LENGTH: str(length)})
 
 
-def _shape(name: str, shape: Any, expected: tuple[int, ...], max_batch: int) -> list[int]:
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-        raise InvalidInput(f"input '{name}': 'shape' must be a list of integers, got {shape!r}")
-    if any(d < 0 for d in shape):
-        raise InvalidInput(f"input '{name}': shape {shape} has a negative dimension")
-    if len(shape) != len(expected) or any(e not in (-1, d) for e, d in zip(expected, shape)):
-        raise InvalidInput(f"input '{name}': shape {shape} does not match the model's {list(expected)}")
-    if shape[0] > max_batch:
-        raise InvalidInput(f"input '{name}': batch {shape[0]} is above the maximum of {max_batch}")
-    return shape
+@router.get("/v2", **doc.operation("v2_server_metadata", "Server metadata",
+                                   ok={"application/json": {"schema": doc.component(schemas.ServerMetadata)}}))
+async def server_metadata(request: Request) -> Response:
+    return json_response({"name": "crossdeploy", "version": __version__, "extensions": EXTENSIONS})
 
 
-def json_tensor(name: str, data: Any, dtype: np.dtype, shape: list[int] | None = None) -> np.ndarray:
-    """JSON numbers (flat or nested) to an array of `dtype`; strings, nulls and ragged lists are refused."""
-    try:
-        array = np.asarray(data)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"input '{name}': data is not a regular array: {str(exc).splitlines()[0]}") from exc
-    if array.dtype.kind not in "biuf":
-        raise InvalidInput(f"input '{name}': data must be numbers, got {array.dtype.kind == 'U' and 'strings' or 'mixed values'}")
-    if shape is not None:
-        if array.size != math.prod(shape):
-            raise InvalidInput(f"input '{name}': shape {shape} needs {math.prod(shape)} values, data has {array.size}")
-        array = array.reshape(shape)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return array.astype(dtype, copy=False)
+@router.get("/v2/health/live", **doc.operation("v2_live", "Liveness",
+                                               ok={"application/json": {"schema": doc.component(schemas.Liveness)}}))
+async def live(request: Request) -> Response:
+    return json_response({"live": True})
 
 
-def decode_inputs(request: dict, binary: bytes, served: Served, max_batch: int) -> dict[str, np.ndarray]:
-    tensors = request.get("inputs")
-    if not isinstance(tensors, list) or not tensors:
-        raise InvalidInput("'inputs' must be a non-empty list of tensors")
-    expected = {spec.name: spec for spec in served.config.inputs}
-    arrays: dict[str, np.ndarray] = {}
-    offset = 0
-    for index, tensor in enumerate(tensors):
-        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
-            raise InvalidInput(f"inputs[{index}] must be an object with a string 'name'")
-        name = tensor["name"]
-        if name not in expected:
-            raise InvalidInput(f"unexpected inference input '{name}' for model '{served.name}', expected {sorted(expected)}")
-        if name in arrays:
-            raise InvalidInput(f"input '{name}' is given twice")
-        spec = expected[name]
-        if tensor.get("datatype") != spec.datatype:
-            raise InvalidInput(f"input '{name}': datatype is {tensor.get('datatype')!r}, model '{served.name}' expects {spec.datatype!r}")
-        shape = _shape(name, tensor.get("shape"), spec.shape, max_batch)
-        dtype = V2_TO_NUMPY[spec.datatype]
-        parameters = tensor.get("parameters") or {}
-        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
-        if size is not None:
-            wanted = math.prod(shape) * dtype.itemsize
-            if "data" in tensor:
-                raise InvalidInput(f"input '{name}' has both 'data' and binary_data_size")
-            if not isinstance(size, int) or size != wanted:
-                raise InvalidInput(f"input '{name}': binary_data_size {size!r} does not match shape {shape} of {spec.datatype} ({wanted} bytes)")
-            if offset + size > len(binary):
-                raise InvalidInput(f"input '{name}': the body holds {len(binary) - offset} bytes of binary data, {size} declared")
-            arrays[name] = np.frombuffer(binary, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
-            offset += size
-        elif "data" in tensor:
-            arrays[name] = json_tensor(name, tensor["data"], dtype, shape)
-        else:
-            raise InvalidInput(f"input '{name}' has neither 'data' nor a binary_data_size parameter")
-    if missing := sorted(set(expected) - set(arrays)):
-        raise InvalidInput(f"model '{served.name}' expects input(s) {missing}, not given")
-    if offset != len(binary):
-        raise InvalidInput(f"{len(binary) - offset} bytes of binary data follow the declared inputs")
-    return arrays
+_READY = {"application/json": {"schema": doc.component(schemas.ServerReadiness)}}
 
 
-# ---------------------------------------------------------------------------------------------- encoding
-def classify(array: np.ndarray, k: int) -> np.ndarray:
-    """Triton's classification extension: per batch row, the top-k as "score:index" strings."""
-    if array.ndim != 2:
-        raise InvalidInput(f"classification needs a [batch, classes] output, this one is {list(array.shape)}")
-    top = np.argsort(-array, axis=1, kind="stable")[:, :k]
-    return np.array([[f"{array[r, i]:f}:{i}" for i in row] for r, row in enumerate(top)], dtype=object)
-
-
-def _bytes_tensor(strings: np.ndarray) -> bytes:
-    return b"".join(struct.pack("<I", len(b)) + b for b in (s.encode() for s in strings.ravel()))
-
-
-def requested_outputs(request: dict, served: Served) -> list[tuple[str, bool, int]]:
-    """(name, binary, top-k) for every output to return, honouring the request's choices."""
-    parameters = request.get("parameters") or {}
-    binary_default = bool(parameters.get("binary_data_output", False)) if isinstance(parameters, dict) else False
-    names = [spec.name for spec in served.config.outputs]
-    wanted = request.get("outputs")
-    if wanted is None:
-        return [(name, binary_default, 0) for name in names]
-    if not isinstance(wanted, list):
-        raise InvalidInput("'outputs' must be a list")
-    chosen = []
-    for entry in wanted:
-        if not isinstance(entry, dict) or entry.get("name") not in names:
-            raise InvalidInput(f"unexpected inference output {entry.get('name') if isinstance(entry, dict) else entry!r} for model '{served.name}', expected {names}")
-        params = entry.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise InvalidInput(f"output '{entry['name']}': 'parameters' must be an object")
-        k = params.get("classification", 0)
-        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-            raise InvalidInput(f"output '{entry['name']}': classification must be a non-negative integer")
-        chosen.append((entry["name"], bool(params.get("binary_data", binary_default)), k))
-    return chosen
-
-
-def encode_response(served: Served, outputs: dict[str, np.ndarray], request: dict,
-                    chosen: list[tuple[str, bool, int]]) -> tuple[bytes, int | None]:
-    """(body, header length or None): a JSON body, or a JSON header followed by the binary outputs."""
-    header: dict[str, Any] = {"model_name": served.name, "model_version": str(served.version)}
-    if isinstance(request.get("id"), str):
-        header["id"] = request["id"]
-    tensors, blobs = [], []
-    for name, binary, k in chosen:
-        array = outputs[name]
-        if k:
-            array = classify(array, min(k, array.shape[-1]))
-            datatype, raw = "BYTES", _bytes_tensor(array) if binary else None
-        else:
-            datatype = NUMPY_TO_V2[array.dtype]
-            raw = np.ascontiguousarray(array).tobytes() if binary else None
-        tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if binary:
-            tensor["parameters"] = {"binary_data_size": len(raw)}
-            blobs.append(raw)
-        else:
-            tensor["data"] = array.ravel().tolist() if k else np.ascontiguousarray(array).ravel()
-        tensors.append(tensor)
-    header["outputs"] = tensors
-    encoded = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
-    if not blobs:
-        return encoded, None
-    return encoded + b"".join(blobs), len(encoded)
-
-
-def decode_response(body: bytes, header_length: int | None) -> dict[str, np.ndarray]:
-    """What a client does with our answer (used by /v1/compare to measure the transport's precision)."""
-    header = orjson.loads(body if header_length is None else body[:header_length])
-    offset, arrays = header_length or 0, {}
-    for tensor in header["outputs"]:
-        dtype = V2_TO_NUMPY[tensor["datatype"]]
-        if "data" in tensor:
-            arrays[tensor["name"]] = np.asarray(tensor["data"], dtype=dtype).reshape(tensor["shape"])
-        else:
-            size = tensor["parameters"]["binary_data_size"]
-            arrays[tensor["name"]] = np.frombuffer(body, dtype=dtype, count=size // dtype.itemsize, offset=offset).reshape(tensor["shape"])
-            offset += size
-    return arrays
-
-
-# ---------------------------------------------------------------------------------------------- routes
-@router.get("/v2", response_model=ServerMetadata, summary="Server metadata")
-async def server_metadata():
-    return ServerMetadata(name="crossdeploy", version=__version__, extensions=EXTENSIONS)
-
-
-@router.get("/v2/health/live", summary="Liveness")
-async def live():
-    return {"live": True}
-
-
-@router.get("/v2/health/ready", summary="Readiness: models loaded and at least one ready")
-async def ready(request: Request):
+@router.get("/v2/health/ready", **doc.operation("v2_ready", "Readiness: models loaded and at least one ready", ok=_READY,
+                                                also={503: {"description": "no model is ready", "content": _READY}}))
+async def ready(request: Request) -> Response:
     state = getattr(request.app.state, "gateway", None)
     entries = state.registry.all() if state else []
     ready_count = sum(entry.ready for entry in entries)
@@ -272,43 +100,68 @@ async def ready(request: Request):
     return json_response(body, 200 if ready_count else 503)
 
 
-def _metadata(gw: Gateway, name: str, version: str | None) -> ModelMetadata:
-    entry = gw.registry.lookup(name, parse_version(name, version))
+def _version(request: Request) -> tuple[str, int | None]:
+    name = request.path_params["name"]
+    return name, parse_version(name, request.path_params.get("version"))
+
+
+def _metadata(gateway: Gateway, entry: Served) -> dict:
     config = entry.config
     if config is None:
-        return ModelMetadata(name=name, versions=[], platform="", inputs=[], outputs=[])
-    return ModelMetadata(
-        name=name, versions=[str(e.version) for e in gw.registry.versions(name)], platform=PLATFORMS.get(config.format, config.format),
-        inputs=[TensorMetadata(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in config.inputs],
-        outputs=[TensorMetadata(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in config.outputs],
-    )
+        return {"name": entry.name, "versions": [], "platform": "", "inputs": [], "outputs": []}
+    return {"name": entry.name, "versions": [str(e.version) for e in gateway.registry.versions(entry.name)],
+            "platform": PLATFORMS.get(config.format, config.format),
+            "inputs": [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in config.inputs],
+            "outputs": [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in config.outputs]}
 
 
-@router.get("/v2/models/stats", summary="Statistics of every model version (Triton's shape)")
-async def all_stats(gw: Gateway = Depends(gateway)):
-    return {"model_stats": [_stat(entry) for entry in gw.registry.all()]}
+_STATS = {"application/json": {"schema": doc.component(schemas.Statistics)}}
 
 
-@router.get("/v2/models/{name}", response_model=ModelMetadata, summary="Model metadata")
-@router.get("/v2/models/{name}/versions/{version}", response_model=ModelMetadata, summary="Model version metadata")
-async def model_metadata(name: str, version: str | None = None, gw: Gateway = Depends(gateway)):
-    return _metadata(gw, name, version)
+@router.get("/v2/models/stats", **doc.operation("v2_all_stats", "Statistics of every model version (Triton's shape)", ok=_STATS))
+async def all_stats(request: Request) -> Response:
+    return json_response({"model_stats": [_stat(entry) for entry in _gateway(request).registry.all()]})
 
 
-@router.get("/v2/models/{name}/ready", summary="Model readiness (200 ready, 503 not)")
-@router.get("/v2/models/{name}/versions/{version}/ready", summary="Model version readiness")
-async def model_ready(name: str, version: str | None = None, gw: Gateway = Depends(gateway)):
-    entry = gw.registry.lookup(name, parse_version(name, version))
+_METADATA = {"ok": {"application/json": {"schema": doc.component(schemas.ModelMetadata)}}, "errors": (404,)}
+
+
+@router.get("/v2/models/{name}", **doc.operation("v2_model_metadata", "Model metadata", parameters=(doc.MODEL,), **_METADATA))
+@router.get("/v2/models/{name}/versions/{version}", **doc.operation(
+    "v2_model_version_metadata", "Model version metadata", parameters=(doc.MODEL, doc.VERSION), **_METADATA))
+async def model_metadata(request: Request) -> Response:
+    gateway = _gateway(request)
+    return json_response(_metadata(gateway, gateway.registry.lookup(*_version(request))))
+
+
+_MODEL_READY = {"application/json": {"schema": doc.component(schemas.ModelReadiness)}}
+_READINESS = {"ok": _MODEL_READY, "errors": (404,), "also": {503: {"description": "not ready", "content": _MODEL_READY}}}
+
+
+@router.get("/v2/models/{name}/ready", **doc.operation(
+    "v2_model_ready", "Model readiness (200 ready, 503 not)", parameters=(doc.MODEL,), **_READINESS))
+@router.get("/v2/models/{name}/versions/{version}/ready", **doc.operation(
+    "v2_model_version_ready", "Model version readiness", parameters=(doc.MODEL, doc.VERSION), **_READINESS))
+async def model_ready(request: Request) -> Response:
+    name, version = _version(request)
+    entry = _gateway(request).registry.lookup(name, version)
     body = {"name": name, "version": str(entry.version), "ready": entry.ready}
     if not entry.ready:
         body["error"] = f"model '{name}' is not ready: {entry.reason}"
     return json_response(body, 200 if entry.ready else 503)
 
 
-@router.get("/v2/models/{name}/config", summary="Model configuration (Triton fields + the crossdeploy config)")
-@router.get("/v2/models/{name}/versions/{version}/config", summary="Model version configuration")
-async def model_config(name: str, version: str | None = None, gw: Gateway = Depends(gateway)):
-    entry = gw.registry.lookup(name, parse_version(name, version))
+_CONFIG = {"ok": {"application/json": {"schema": doc.component(schemas.ModelConfiguration)}}, "errors": (404, 503)}
+
+
+@router.get("/v2/models/{name}/config", **doc.operation(
+    "v2_model_config", "Model configuration (Triton fields + the crossdeploy config)", parameters=(doc.MODEL,), **_CONFIG))
+@router.get("/v2/models/{name}/versions/{version}/config", **doc.operation(
+    "v2_model_version_config", "Model version configuration", parameters=(doc.MODEL, doc.VERSION), **_CONFIG))
+async def model_config(request: Request) -> Response:
+    name, version = _version(request)
+    gateway = _gateway(request)
+    entry = gateway.registry.lookup(name, version)
     config = entry.config
     if config is None:
         return json_response({"error": f"model '{name}' has no readable config: {entry.reason}"}, 503)
@@ -317,7 +170,7 @@ async def model_config(name: str, version: str | None = None, gw: Gateway = Depe
         "max_batch_size": 0,  # the batch axis is explicit in the shapes (-1), as Triton writes non-batching models
         "input": [{"name": s.name, "data_type": f"TYPE_{s.datatype}", "dims": list(s.shape)} for s in config.inputs],
         "output": [{"name": s.name, "data_type": f"TYPE_{s.datatype}", "dims": list(s.shape)} for s in config.outputs],
-        "version_policy": {"specific": {"versions": [e.version for e in gw.registry.versions(name)]}},
+        "version_policy": {"specific": {"versions": [e.version for e in gateway.registry.versions(name)]}},
     }
     return json_response({**triton, "crossdeploy": orjson.loads(config.model_dump_json())})
 
@@ -333,68 +186,61 @@ def _stat(entry: Served) -> dict:
     }
 
 
-@router.get("/v2/models/{name}/stats", summary="Model statistics (Triton's shape)")
-@router.get("/v2/models/{name}/versions/{version}/stats", summary="Model version statistics")
-async def model_stats(name: str, version: str | None = None, gw: Gateway = Depends(gateway)):
-    entries = [gw.registry.lookup(name, parse_version(name, version))] if version else gw.registry.versions(name)
-    return {"model_stats": [_stat(entry) for entry in entries]}
-
-
-@inference.post("/v2/models/{name}/infer", summary="Inference (JSON or binary tensor data)",
-                responses={200: {"model": InferenceResponse}}, openapi_extra=openapi_body(InferenceRequest, MEDIA, ("name",)))
-@inference.post("/v2/models/{name}/versions/{version}/infer", summary="Inference on one version",
-                responses={200: {"model": InferenceResponse}},
-                openapi_extra=openapi_body(InferenceRequest, MEDIA, ("name", "version")))
-async def infer(request: Request):
-    name, version, gw = request.path_params["name"], request.path_params.get("version"), request.app.state.gateway
-    require_media(request, MEDIA)
-    body = await read_body(request, request.app.state.settings.max_body_bytes)
-    parsed: dict = {}
-
-    def decode(served: Served) -> dict[str, np.ndarray]:
-        parsed["request"], binary = split_body(body, request.headers.get(HEADER_LENGTH))
-        parsed["chosen"] = requested_outputs(parsed["request"], served)
-        return decode_inputs(parsed["request"], binary, served, gw.max_batch)
-
-    def encode(served: Served, outputs: dict[str, np.ndarray]):
-        return encode_response(served, outputs, parsed["request"], parsed["chosen"])
-
-    content, header_length = await gw.handle("v2", name, version, decode, encode)
-    if header_length is None:
-        return Response(content, media_type="application/json")
-    return Response(content, media_type="application/octet-stream", headers={HEADER_LENGTH: str(header_length)})
+@router.get("/v2/models/{name}/stats", **doc.operation(
+    "v2_model_stats", "Model statistics (Triton's shape)", parameters=(doc.MODEL,), ok=_STATS, errors=(404,)))
+@router.get("/v2/models/{name}/versions/{version}/stats", **doc.operation(
+    "v2_model_version_stats", "Model version statistics", parameters=(doc.MODEL, doc.VERSION), ok=_STATS, errors=(404,)))
+async def model_stats(request: Request) -> Response:
+    name, version = _version(request)
+    registry = _gateway(request).registry
+    entries = [registry.lookup(name, version)] if "version" in request.path_params else registry.versions(name)
+    return json_response({"model_stats": [_stat(entry) for entry in entries]})
 
 
 # ---------------------------------------------------------------------------------------------- repository
-@router.post("/v2/repository/index", summary="Every model version in the repository and its state")
-async def repository_index(request: Request, gw: Gateway = Depends(gateway)):
-    body = await read_body(request, 64 * 1024)
-    document = parse_json(body) if body.strip() else {}
-    if not isinstance(document, dict):
-        raise InvalidInput("the repository index request must be a JSON object, e.g. {\"ready\": true}")
-    ready_only = bool(document.get("ready"))
-    served = {(e.name, e.version): e for e in gw.registry.all()}
+@router.post("/v2/repository/index", **doc.operation(
+    "v2_repository_index", "Every model version in the repository and its state",
+    ok={"application/json": {"schema": {"type": "array", "items": doc.component(schemas.IndexEntry)}}},
+    errors=(400, 413, 415, 503), body=doc.json_body(doc.component(schemas.IndexRequest)), body_required=False))
+async def repository_index(request: Request) -> Response:
+    gateway = _gateway(request)
+    require_media(request, ("application/json",))
+    body = await read_body(request, INDEX_BODY_LIMIT)
+    document = v2_json.parse_request(body) if body.strip() else {}
+    ready_only = document.get("ready")
+    if ready_only is not None and not isinstance(ready_only, bool):
+        raise InvalidInput(f"'ready' must be true or false, got {ready_only!r}")
+    served = {(e.name, e.version): e for e in gateway.registry.all()}
     rows = []
-    for name in await run_in_threadpool(gw.registry.repository.names):
+    for name in await run_in_threadpool(gateway.registry.repository.names):
         entries = [e for (n, _), e in served.items() if n == name]
         if not entries:
             rows.append({"name": name, "version": "", "state": "UNAVAILABLE", "reason": "unloaded"})
         for e in entries:
             rows.append({"name": name, "version": str(e.version), "state": e.state, "reason": e.reason})
-    return [r for r in rows if r["state"] == "READY"] if ready_only else rows
+    return json_response([r for r in rows if r["state"] == "READY"] if ready_only else rows)
 
 
-@router.post("/v2/repository/models/{name}/load", summary="Load (or reload) a model from the repository")
-async def load_model(name: str, gw: Gateway = Depends(gateway)):
-    entries = await run_in_threadpool(gw.load, name)
+_EMPTY = {"application/json": {"schema": doc.component(schemas.Empty)}}
+
+
+@router.post("/v2/repository/models/{name}/load", **doc.operation(
+    "v2_repository_load", "Load (or reload) a model from the repository", parameters=(doc.MODEL,), ok=_EMPTY,
+    errors=(400, 404, 503)))
+async def load_model(request: Request) -> Response:
+    name = request.path_params["name"]
+    entries = await run_in_threadpool(_gateway(request).load, name)
     failed = [e for e in entries if not e.ready]
     if failed:
-        return json_response({"error": f"failed to load '{name}': {failed[0].reason}"}, 400)
+        raise InvalidInput(f"failed to load '{name}': {failed[0].reason}")
     return json_response({})
 
 
-@router.post("/v2/repository/models/{name}/unload", summary="Unload a model")
-async def unload_model(name: str, gw: Gateway = Depends(gateway)):
-    gw.registry.versions(name)  # 404 for an unknown model
-    await run_in_threadpool(gw.unload, name)
+@router.post("/v2/repository/models/{name}/unload", **doc.operation(
+    "v2_repository_unload", "Unload a model", parameters=(doc.MODEL,), ok=_EMPTY, errors=(404, 503)))
+async def unload_model(request: Request) -> Response:
+    name = request.path_params["name"]
+    gateway = _gateway(request)
+    gateway.registry.versions(name)  # 404 for an unknown model
+    await run_in_threadpool(gateway.unload, name)
     return json_response({})

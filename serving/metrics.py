@@ -1,13 +1,57 @@
-"""Prometheus metrics on a registry of the app's own (so several apps can live in one process, as in tests)."""
+"""Prometheus metrics on a registry of the app's own (so several apps can live in one process, as in tests).
+
+The per-request instruments are plain counters and bucket tallies that the event loop bumps without a lock
+(everything that touches them runs on the loop); a collector turns them into Prometheus families only when
+/metrics is scraped. prometheus_client's own Counter and Histogram take a lock and walk their buckets on
+every call, which on a sub-millisecond request is a measurable share of the gateway's own work.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from bisect import bisect_left
+from typing import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+PHASES = ("queue", "decode", "inference", "encode")
+
+
+class Tally:
+    """A histogram's state: one count per bucket (the last is +Inf) and the sum of what was observed."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def buckets(self) -> list[tuple[str, int]]:
+        cumulative, out = 0, []
+        for bound, count in zip((*map(str, BUCKETS), "+Inf"), self.counts):
+            cumulative += count
+            out.append((bound, cumulative))
+        return out
+
+
+class Instruments:
+    """What one (model, version, protocol) records per request."""
+
+    __slots__ = ("success", "fail", "phases", "latency")
+
+    def __init__(self) -> None:
+        self.success = 0
+        self.fail = 0
+        self.phases = {phase: Tally() for phase in PHASES}
+        self.latency = Tally()
 
 
 class Metrics:
@@ -16,23 +60,57 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-        self.requests = Counter("crossdeploy_requests", "Inference requests by model, version, protocol and status",
-                                ("model", "version", "protocol", "status"), registry=self.registry)
-        self.phase = Histogram("crossdeploy_request_phase_seconds",
-                               "Server-side time per request phase: queue, decode, inference, encode",
-                               ("model", "protocol", "phase"), buckets=BUCKETS, registry=self.registry)
-        self.latency = Histogram("crossdeploy_request_seconds", "Server-side time of a whole inference request",
-                                 ("model", "protocol"), buckets=BUCKETS, registry=self.registry)
         self.models = Gauge("crossdeploy_models_loaded", "Served model versions by state", ("state",), registry=self.registry)
-        self.in_flight = Gauge("crossdeploy_requests_in_flight", "Requests being handled now", registry=self.registry)
-        self._children: dict[tuple, object] = {}
         self.rejected = Counter("crossdeploy_requests_rejected", "Requests refused before decoding, by reason",
                                 ("reason",), registry=self.registry)
+        self.in_flight: Callable[[], int] = lambda: 0  # the in-flight bound tells (see http.InFlightLimit)
+        self._instruments: dict[tuple[str, str, str], Instruments] = {}
+        self.registry.register(RequestCollector(self))
 
-    def child(self, metric, *labels: str):
-        """metric.labels(*labels), cached: labels() takes a lock and builds a key on every call."""
-        key = (id(metric), labels)
-        found = self._children.get(key)
+    def instruments(self, model: str, version: str, protocol: str) -> Instruments:
+        key = (model, version, protocol)
+        found = self._instruments.get(key)
         if found is None:
-            found = self._children[key] = metric.labels(*labels)
+            found = self._instruments[key] = Instruments()
         return found
+
+    def items(self) -> list[tuple[tuple[str, str, str], Instruments]]:
+        return list(self._instruments.items())
+
+
+class RequestCollector:
+    """The per-request instruments as Prometheus families, built at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator:
+        requests = CounterMetricFamily("crossdeploy_requests", "Inference requests by model, version, protocol and status",
+                                       labels=("model", "version", "protocol", "status"))
+        phase = HistogramMetricFamily("crossdeploy_request_phase_seconds",
+                                      "Server-side time per request phase: queue, decode, inference, encode",
+                                      labels=("model", "protocol", "phase"))
+        latency = HistogramMetricFamily("crossdeploy_request_seconds", "Server-side time of a whole inference request",
+                                        labels=("model", "protocol"))
+        merged: dict[tuple[str, str], list[Instruments]] = {}
+        for (model, version, protocol), instruments in self.metrics.items():
+            requests.add_metric((model, version, protocol, "success"), instruments.success)
+            requests.add_metric((model, version, protocol, "fail"), instruments.fail)
+            merged.setdefault((model, protocol), []).append(instruments)
+        for (model, protocol), group in merged.items():
+            for name in PHASES:
+                _add_tally(phase, (model, protocol, name), [i.phases[name] for i in group])
+            _add_tally(latency, (model, protocol), [i.latency for i in group])
+        yield requests
+        yield phase
+        yield latency
+        yield GaugeMetricFamily("crossdeploy_requests_in_flight", "Requests being handled now", value=self.metrics.in_flight())
+
+
+def _add_tally(family: HistogramMetricFamily, labels: tuple[str, ...], tallies: list[Tally]) -> None:
+    """Versions of one model are summed: the histograms are labelled by model and protocol only."""
+    total = Tally()
+    for tally in tallies:
+        total.counts = [a + b for a, b in zip(total.counts, tally.counts)]
+        total.total += tally.total
+    family.add_metric(labels, total.buckets(), total.total)

@@ -13,6 +13,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from crossdeploy.errors import CrossdeployError, ModelNotFound, ModelNotReady, first_line
 from crossdeploy.repository import ModelRepository, VariantConfig
@@ -71,10 +72,19 @@ class Served:
     executor: ThreadPoolExecutor | None = None
     cost: Cost = field(default_factory=Cost)
     pending: int = 0  # calls submitted to the executor and not finished (counted on the event loop)
+    instruments: dict = field(default_factory=dict)  # protocol -> metrics.Instruments, looked up once
 
     @property
     def ready(self) -> bool:
         return self.state == "READY"
+
+    @cached_property
+    def output_names(self) -> list[str]:
+        return [spec.name for spec in self.config.outputs] if self.config else []
+
+    @cached_property
+    def version_label(self) -> str:
+        return str(self.version)
 
 
 class ModelRegistry:

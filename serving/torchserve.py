@@ -2,125 +2,102 @@
 
 A prediction takes an uploaded image (raw body, `curl -T digit.png`, or multipart `-F data=@digit.png`) or
 JSON `{"data": ...}` and answers like TorchServe's image_classifier handler: the top-5 classes with their
-softmax probabilities, one object per image.
+softmax probabilities, one object per image (the wire form is `codecs.torchserve`). Errors are TorchServe's
+`{"code", "type", "message"}`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from starlette.datastructures import UploadFile
 
-from crossdeploy.errors import InvalidInput, PayloadTooLarge
-
+from . import openapi as doc
+from .codecs import torchserve as codec
 from .core import Gateway, parse_version
-from .http import json_response, openapi_body, parse_json, read_body, require_media
-from .codecs.image import digit_from_image
-from .kserve_v2 import gateway, json_tensor
+from .error_responses import json_response
 from .registry import Served
+from .routing import protocol_router
+from .uploads import MULTIPART, read_upload
 
-TOP_K = 5
-IMAGE_MEDIA = ("image/*", "application/octet-stream")
-MEDIA = ("application/json", "multipart/form-data", *IMAGE_MEDIA)
-router = APIRouter(tags=["TorchServe"])
-inference = APIRouter(tags=["TorchServe"])  # the hot routes, mounted before everything else
+router = protocol_router("TorchServe")
 
 
 class PredictionRequest(BaseModel):
-    data: Any = Field(description="one [8, 8] image of 0..16 intensities, or a batch [N, 8, 8]")
+    data: Any = Field(description="one example (e.g. an [8, 8] image of 0..16 intensities) or a batch [N, 8, 8]")
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
+class Health(BaseModel):
+    status: str = Field(description="Healthy or Unhealthy")
 
 
-def top_classes(logits: np.ndarray, k: int = TOP_K) -> list[dict[str, float]]:
-    probabilities = softmax(logits.astype(np.float64))
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    return [{str(i): float(p[i]) for i in row} for p, row in zip(probabilities, order)]
+class ModelEntry(BaseModel):
+    modelName: str
+    modelUrl: str
 
 
-async def read_upload(request: Request, limit: int) -> tuple[str, bytes]:
-    """("image", bytes) or ("json", bytes) from a raw body or the first part of a multipart form."""
-    kind = require_media(request, MEDIA)
-    if kind == "multipart/form-data":
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(limit)
-        received = 0
-
-        async def bounded():  # a chunked form has no Content-Length: count what arrives, stop past the limit
-            nonlocal received
-            message = await request.receive()
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise PayloadTooLarge(limit)
-            return message
-
-        try:
-            form = await Request(request.scope, bounded).form(max_files=4, max_fields=16, max_part_size=limit)
-        except PayloadTooLarge:
-            raise
-        except Exception as exc:  # python-multipart raises several types for a broken form
-            raise InvalidInput(f"malformed multipart form: {exc}") from exc
-        for key in ("data", "body", "file", *form.keys()):
-            part = form.get(key)
-            if isinstance(part, UploadFile):
-                content = await part.read()
-                return ("json" if (part.content_type or "").endswith("json") else "image"), content
-            if isinstance(part, str) and part:
-                return "json", part.encode()
-        raise InvalidInput("the multipart form has no 'data' part")
-    body = await read_body(request, limit)
-    if not body:
-        raise InvalidInput("the request body is empty: send an image or JSON {\"data\": ...}")
-    return ("json" if kind == "application/json" else "image"), body
+class ModelList(BaseModel):
+    models: list[ModelEntry]
 
 
-def decode_prediction(kind: str, payload: bytes, served: Served) -> dict[str, np.ndarray]:
-    spec = served.config.inputs[0]
-    if kind == "image":
-        return {spec.name: digit_from_image(payload)[None]}
-    document = parse_json(payload)
-    data = document.get("data", document.get("instances")) if isinstance(document, dict) else document
-    if data is None:
-        raise InvalidInput("the JSON body needs a 'data' field")
-    return {spec.name: with_batch(json_tensor(spec.name, data, np.dtype(np.float32)), spec.shape)}
+class ModelDescription(BaseModel):
+    modelName: str
+    modelVersion: str
+    modelUrl: str
+    runtime: str
+    minWorkers: int
+    maxWorkers: int
+    batchSize: int
+    maxBatchDelay: int
+    loadedAtStartup: bool
+    workers: list[dict[str, Any]]
 
 
-def with_batch(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """One example ([8, 8], or flat [64]) becomes a batch of one; a batch passes unchanged."""
-    example = shape[1:]
-    if array.ndim == 1 and array.size == int(np.prod(example)) and len(example) > 1:
-        return array.reshape(1, *example)
-    return array[None] if array.ndim == len(shape) - 1 else array
+_CLASSES = {"type": "object", "additionalProperties": {"type": "number"}, "description": "class -> probability (top 5)"}
+UPLOAD_BODY = {
+    **doc.json_body(doc.component(PredictionRequest)),
+    "image/*": {"schema": {"type": "string", "format": "binary", "description": "a picture of a digit"}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary", "description": "a picture of a digit"}},
+    MULTIPART: {"schema": {"type": "object", "properties": {"data": {"type": "string", "format": "binary"}},
+                           "description": "the picture (or JSON) in the part named data, body or file"}},
+}
+_PREDICT = {"ok": {"application/json": {"schema": {"anyOf": [_CLASSES, {"type": "array", "items": _CLASSES}]}}},
+            "errors": (400, 404, 413, 415, 500, 503), "torchserve": True, "body": UPLOAD_BODY}
+_NAME, _VERSION = (doc.MODEL,), (doc.MODEL, doc.VERSION)
 
 
-@router.get("/ping", summary="Health (TorchServe)")
-async def ping(request: Request):
+@router.post("/predictions/{name}", **doc.operation("torchserve_predict", "Predict from an image or JSON", parameters=_NAME, **_PREDICT))
+@router.put("/predictions/{name}", **doc.operation("torchserve_predict_put", "Predict from an image or JSON (curl -T)", parameters=_NAME, **_PREDICT))
+@router.post("/predictions/{name}/{version}", **doc.operation("torchserve_predict_version", "Predict on one version", parameters=_VERSION, **_PREDICT))
+@router.put("/predictions/{name}/{version}", **doc.operation("torchserve_predict_version_put", "Predict on one version (curl -T)", parameters=_VERSION, **_PREDICT))
+async def predictions(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    params = request.path_params
+    kind, payload = await read_upload(request, gateway.max_body_bytes)
+
+    def decode(served: Served):
+        if kind == "image":
+            return codec.decode_image(payload, served.config.inputs)
+        return codec.decode(payload, served.config.inputs, gateway.max_batch)
+
+    def encode(served: Served, outputs):
+        return codec.encode(outputs[served.output_names[0]])
+
+    return Response(await gateway.handle("torchserve", params["name"], params.get("version"), decode, encode),
+                    media_type="application/json")
+
+
+_HEALTH = {"application/json": {"schema": doc.component(Health)}}
+
+
+@router.get("/ping", **doc.operation("torchserve_ping", "Health (TorchServe)", ok=_HEALTH,
+                                     also={503: {"description": "no model is ready", "content": _HEALTH}}))
+async def ping(request: Request) -> Response:
     state = getattr(request.app.state, "gateway", None)
     healthy = bool(state and any(e.ready for e in state.registry.all()))
     return json_response({"status": "Healthy" if healthy else "Unhealthy"}, 200 if healthy else 503)
-
-
-@inference.api_route("/predictions/{name}", methods=["POST", "PUT"], summary="Predict from an image or JSON",
-                     openapi_extra=openapi_body(PredictionRequest, path=("name",)))
-@inference.api_route("/predictions/{name}/{version}", methods=["POST", "PUT"], summary="Predict on one version",
-                     openapi_extra=openapi_body(PredictionRequest, path=("name", "version")))
-async def predictions(request: Request):
-    name, version, gw = request.path_params["name"], request.path_params.get("version"), request.app.state.gateway
-    kind, payload = await read_upload(request, request.app.state.settings.max_body_bytes)
-
-    def encode(served: Served, outputs: dict[str, np.ndarray]):
-        classes = top_classes(outputs[served.config.outputs[0].name])
-        return classes[0] if len(classes) == 1 else classes
-
-    response = await gw.handle("torchserve", name, version, lambda served: decode_prediction(kind, payload, served), encode)
-    return json_response(response)
 
 
 def _description(entry: Served) -> dict:
@@ -134,13 +111,21 @@ def _description(entry: Served) -> dict:
     }
 
 
-@router.get("/models", summary="Registered models (TorchServe management API)")
-async def list_models(gw: Gateway = Depends(gateway)):
-    return json_response({"models": [{"modelName": n, "modelUrl": n} for n in gw.registry.names()]})
+@router.get("/models", **doc.operation("torchserve_list_models", "Registered models (TorchServe management API)",
+                                       ok={"application/json": {"schema": doc.component(ModelList)}}))
+async def list_models(request: Request) -> Response:
+    names = request.app.state.gateway.registry.names()
+    return json_response({"models": [{"modelName": n, "modelUrl": n} for n in names]})
 
 
-@router.get("/models/{name}", summary="Describe a model's versions (TorchServe management API)")
-@router.get("/models/{name}/{version}", summary="Describe one version")
-async def describe_model(name: str, version: str | None = None, gw: Gateway = Depends(gateway)):
-    entries = [gw.registry.lookup(name, parse_version(name, version))] if version else gw.registry.versions(name)
+_DESCRIBE = {"ok": {"application/json": {"schema": {"type": "array", "items": doc.component(ModelDescription)}}},
+             "errors": (404,), "torchserve": True}
+
+
+@router.get("/models/{name}", **doc.operation("torchserve_describe_model", "Describe a model's versions (TorchServe management API)", parameters=_NAME, **_DESCRIBE))
+@router.get("/models/{name}/{version}", **doc.operation("torchserve_describe_model_version", "Describe one version", parameters=_VERSION, **_DESCRIBE))
+async def describe_model(request: Request) -> Response:
+    registry = request.app.state.gateway.registry
+    name, version = request.path_params["name"], request.path_params.get("version")
+    entries = [registry.lookup(name, parse_version(name, version))] if version else registry.versions(name)
     return json_response([_description(e) for e in entries])

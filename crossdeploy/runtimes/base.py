@@ -64,9 +64,15 @@ class Runtime(ABC):
         self.ready = False
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Checks `inputs` against the contract (names, dtypes, shapes, a non-empty batch), then runs them."""
+        return self.predict_validated(self._validate(inputs))
+
+    def predict_validated(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Runs inputs the caller has already checked against the contract: contiguous arrays of the signature's
+        names, dtypes and shapes with a non-empty batch. The gateway's codecs check each input once on the way
+        in and call this; everyone else calls `predict`."""
         if not self.ready:
             raise ModelNotReady(self.name, "not loaded")
-        arrays = self._validate(inputs)
         batch = next(iter(arrays.values())).shape[0]
         cap = self.config.max_batch
         if cap is None or batch <= cap:
@@ -96,15 +102,6 @@ class Runtime(ABC):
         if len(values) != len(names):
             raise ArtifactError(self.name, str(self.artifact), f"artifact returned {len(values)} outputs, contract has {len(names)}")
         return {name: np.ascontiguousarray(value, dtype=DTYPES[spec.datatype]) for name, value, spec in zip(names, values, self.config.outputs)}
-
-    def metadata(self) -> dict:
-        return {
-            "name": self.name,
-            "version": self.version.version,
-            "platform": self.config.format,
-            "inputs": [s.model_dump() for s in self.config.inputs],
-            "outputs": [s.model_dump() for s in self.config.outputs],
-        }
 
     @abstractmethod
     def _load(self) -> None: ...
