@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .matrix import STATUSES, MatrixRun, PathwayResult
+from .matrix_results import STATUSES, MatrixRun, PathwayResult
 from .pathways import PATHWAYS
 
 STYLE = {"ok": "green", "export failed": "bold red", "conversion failed": "red", "load failed": "magenta",

@@ -2,7 +2,7 @@
 given — export/convert, load, run, parity, latency — and reports each step and each result as one JSON line
 on the descriptor it was handed (the converters print freely to stdout and stderr; those go to the log).
 
-The parent (export/matrix.py) watches the step events: a step that outlives its timeout, or a converter that
+The parent (export/matrix_supervisor.py) watches the step events: a step that outlives its timeout, or a converter that
 takes the interpreter down (a segfault, an abort), costs that pathway only; the parent starts a new worker for
 the pathways left and tells it which ones already failed, so a pathway built on a failed one is not retried.
 """
@@ -19,7 +19,10 @@ import numpy as np
 
 import crossdeploy  # noqa: F401  (environment first)
 from crossdeploy.errors import first_lines
-from crossdeploy.export.exporting import BUILT_ON_TORCH_EXPORT, CONVERTS
+from crossdeploy.export.exporting import BUILT_ON_TORCH_EXPORT, CONVERTS, NEEDS, context_for, export_one
+from crossdeploy.export.modelspec import build_model, load_spec, run_source
+from crossdeploy.export.pathways import PATHWAYS
+from crossdeploy.repository import ModelRepository
 
 LATENCY_CALLS, LATENCY_SECONDS, WARMUP = 300, 3.0, 10
 
@@ -63,123 +66,144 @@ def latency_p50(runtime, one: dict[str, np.ndarray]) -> float:
     return float(np.median(times)) / 1e6
 
 
-def run(job: dict, report: Reporter) -> None:
-    from .exporting import NEEDS, context_for
-    from .modelspec import build_model, load_spec, run_source
-    from .pathways import PATHWAYS
-    from crossdeploy.repository import ModelRepository
+class SpecWorker:
+    """One spec in this interpreter: the source model and its reference outputs, built once for every pathway."""
 
-    import torch
+    def __init__(self, job: dict, report: Reporter):
+        self.job, self.report = job, report
+        self.failed: dict[str, str] = dict(job.get("failed", {}))  # pathway -> why nothing can be built on it
+        self.step = "prepare"
 
-    torch.set_num_threads(job["threads"])
-    report("step", pathway=None, step="prepare")
-    loaded = load_spec(job["spec"], job["workdir"])
-    spec = loaded.spec
-    model = build_model(loaded)
-    x = next(iter(loaded.x.values()))
-    reference = dict(zip([s.name for s in spec.outputs], run_source(spec.framework, model, x)))
-    first = spec.outputs[0].name
-    classes = reference[first].ndim == 2 and reference[first].shape[1] > 1
-    source_accuracy = None
-    if loaded.y is not None and classes:
-        source_accuracy = float((reference[first].argmax(-1) == loaded.y).mean())
-    report("reference", accuracy=source_accuracy, samples=int(len(x)))
-    repository = ModelRepository(job["repository"])
-    wanted = set(job["pathways"])
-    failed: dict[str, str] = dict(job.get("failed", {}))
-    needed = wanted | {NEEDS[p] for p in wanted if p in NEEDS}
-    scratch = Path(job["scratch"])
-    scratch.mkdir(parents=True, exist_ok=True)
-    ctx = context_for(loaded, scratch, model)
-    for pathway in [p for p in PATHWAYS if p.name in needed and p.source == spec.framework]:
-        name = pathway.name
-        keep = name in wanted
-        if name in failed:  # failed (or hung) in an earlier worker: never rebuilt, its dependents are told below
-            continue
+    def prepare(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.job["threads"])
+        self.report("step", pathway=None, step="prepare")
+        self.loaded = load_spec(self.job["spec"], self.job["workdir"])
+        spec = self.loaded.spec
+        model = build_model(self.loaded)
+        self.x = next(iter(self.loaded.x.values()))
+        self.reference = dict(zip([s.name for s in spec.outputs], run_source(spec.framework, model, self.x)))
+        first = self.reference[spec.outputs[0].name]
+        source_accuracy = None
+        if self.loaded.y is not None and first.ndim == 2 and first.shape[1] > 1:
+            source_accuracy = float((first.argmax(-1) == self.loaded.y).mean())
+        self.report("reference", accuracy=source_accuracy, samples=int(len(self.x)))
+        self.repository = ModelRepository(self.job["repository"])
+        scratch = Path(self.job["scratch"])
+        scratch.mkdir(parents=True, exist_ok=True)
+        self.ctx = context_for(self.loaded, scratch, model)
+
+    def run(self) -> None:
+        wanted = set(self.job["pathways"])
+        needed = wanted | {NEEDS[p] for p in wanted if p in NEEDS}
+        for pathway in [p for p in PATHWAYS if p.name in needed and p.source == self.loaded.framework]:
+            name, keep = pathway.name, pathway.name in wanted
+            if name in self.failed:  # failed (or hung) in an earlier worker: never rebuilt
+                continue
+            blocked = self._blocked_by(name)
+            if blocked:
+                self.failed[name] = blocked
+                if keep:
+                    self.report("result", pathway=name, status="export failed", step="export", message=blocked)
+                continue
+            self.step = "export"
+            try:
+                self._pathway(pathway, keep)
+            except Exception as exc:  # anything the steps did not expect fails this pathway, at the step it was in
+                self._unexpected(name, keep, exc)
+        self.report("done")
+
+    def _blocked_by(self, name: str) -> str | None:
+        """Why a pathway cannot be built: what it starts from failed."""
         upstream = NEEDS.get(name)
-        if upstream in failed:
-            failed[name] = f"needs {upstream}'s ONNX file, and {upstream} failed"
-        elif name in BUILT_ON_TORCH_EXPORT and "torch-export" in failed:
-            failed[name] = f"built on torch.export, which failed: {failed['torch-export'].splitlines()[0]}"
-        if name in failed:
-            if keep:
-                report("result", pathway=name, status="export failed", step="export", message=failed[name])
-            continue
-        state = {"step": "export"}
-        try:
-            _pathway(job, report, pathway, keep, ctx, repository, loaded, reference, x, failed, state)
-        except Exception as exc:  # anything the steps did not expect fails this pathway, at the step it was in
-            if state["step"] == "export":
-                failed.setdefault(name, first_lines(exc))
-            if keep:
-                status = {"export": "conversion failed" if name in CONVERTS else "export failed", "load": "load failed",
-                          "parity": "parity failed"}.get(state["step"], "runtime failed")
-                report("result", pathway=name, status=status, step=state["step"], message=first_lines(exc))
-    report("done")
+        if upstream in self.failed:
+            return f"needs {upstream}'s ONNX file, and {upstream} failed"
+        if name in BUILT_ON_TORCH_EXPORT and "torch-export" in self.failed:
+            return f"built on torch.export, which failed: {self.failed['torch-export'].splitlines()[0]}"
+        return None
 
-
-def _pathway(job, report, pathway, keep, ctx, repository, loaded, reference, x, failed, state) -> None:
-    from crossdeploy.runtimes import open_runtime
-
-    from .exporting import export_one
-    from .parity import check_parity
-
-    spec, name = loaded.spec, pathway.name
-    report("step", pathway=name, step="export")
-    outcome = export_one(repository, pathway, ctx, keep=keep, detail=True)
-    if outcome.error:
-        failed[name] = outcome.error
+    def _unexpected(self, name: str, keep: bool, exc: Exception) -> None:
+        if self.step == "export":
+            self.failed.setdefault(name, first_lines(exc))
         if keep:
-            status = "conversion failed" if name in CONVERTS else "export failed"
-            report("result", pathway=name, status=status, step="export", message=outcome.error, seconds=outcome.seconds)
-        return
-    if not keep:
-        return
-    result = {"pathway": name, "variant": outcome.name, "version": outcome.version, "size_bytes": outcome.size,
-              "export_seconds": outcome.seconds}
-    config = repository.config(outcome.name)
-    result.update(dynamic_batch=config.dynamic_batch, max_batch=config.max_batch, batch_note=config.batch_note,
-                  notes=config.notes, precision=config.precision, chain=" → ".join(step.tool for step in config.toolchain),
-                  declared_batch=declared_batch(config, repository.version_dir(outcome.name, outcome.version)))
-    state["step"] = "load"
-    report("step", pathway=name, step="load")
-    try:
-        runtime = open_runtime(repository, outcome.name, threads=job["threads"]).load()
-    except Exception as exc:
-        report("result", status="load failed", step="load", message=first_lines(exc), **result)
-        return
-    try:
-        state["step"] = "run"
-        report("step", pathway=name, step="run")
-        single = {spec.inputs[0].name: x[:1]}
-        try:
-            got = runtime.predict({spec.inputs[0].name: x})
-            runtime.predict(single)
-        except Exception as exc:
-            report("result", status="runtime failed", step="run", message=first_lines(exc), **result)
+            status = {"export": "conversion failed" if name in CONVERTS else "export failed", "load": "load failed",
+                      "parity": "parity failed"}.get(self.step, "runtime failed")
+            self.report("result", pathway=name, status=status, step=self.step, message=first_lines(exc))
+
+    def _pathway(self, pathway, keep: bool) -> None:
+        name = pathway.name
+        self.report("step", pathway=name, step="export")
+        outcome = export_one(self.repository, pathway, self.ctx, keep=keep, detail=True)
+        if outcome.error:
+            self.failed[name] = outcome.error
+            if keep:
+                status = "conversion failed" if name in CONVERTS else "export failed"
+                self.report("result", pathway=name, status=status, step="export", message=outcome.error,
+                            seconds=outcome.seconds)
             return
-        state["step"] = "parity"
-        parity = check_parity(reference, got, config.tolerance, loaded.y, variant=outcome.name,
-                              reference_name=f"{spec.framework} eager")
-        repository.set_parity(outcome.name, outcome.version, parity)
+        if not keep:
+            return
+        config = self.repository.config(outcome.name)
+        result = {"pathway": name, "variant": outcome.name, "version": outcome.version, "size_bytes": outcome.size,
+                  "export_seconds": outcome.seconds, "dynamic_batch": config.dynamic_batch,
+                  "max_batch": config.max_batch, "batch_note": config.batch_note, "notes": config.notes,
+                  "precision": config.precision, "chain": " → ".join(step.tool for step in config.toolchain),
+                  "declared_batch": declared_batch(config, self.repository.version_dir(outcome.name, outcome.version))}
+        self._serve(config, outcome.version, result)
+
+    def _enter(self, step: str, pathway: str) -> None:
+        self.step = step
+        self.report("step", pathway=pathway, step=step)
+
+    def _serve(self, config, version: int, result: dict) -> None:
+        """Load, run, parity and latency of an exported variant; the first failing step is its result."""
+        from crossdeploy.runtimes import open_runtime
+
+        name, spec = result["pathway"], self.loaded.spec
+        self._enter("load", name)
+        try:
+            runtime = open_runtime(self.repository, config.name, threads=self.job["threads"]).load()
+        except Exception as exc:
+            self.report("result", status="load failed", step="load", message=first_lines(exc), **result)
+            return
+        try:
+            self._enter("run", name)
+            single = {spec.inputs[0].name: self.x[:1]}
+            try:
+                got = runtime.predict({spec.inputs[0].name: self.x})
+                runtime.predict(single)
+            except Exception as exc:
+                self.report("result", status="runtime failed", step="run", message=first_lines(exc), **result)
+                return
+            self.step = "parity"
+            parity = self._parity(config, version, got, result)
+            if self.job.get("latency", True):
+                self._enter("latency", name)
+                try:
+                    result["p50_ms"] = latency_p50(runtime, single)
+                except Exception as exc:  # it ran once above; a later failure is still a runtime failure
+                    self.report("result", status="runtime failed", step="latency", message=first_lines(exc), **result)
+                    return
+            if parity.passed:
+                self.report("result", status="ok", step="parity", message="", **result)
+            else:
+                self.report("result", status="parity failed", step="parity", message="\n".join(parity.failures[:4]),
+                            **result)
+        finally:
+            runtime.unload()
+
+    def _parity(self, config, version: int, got: dict[str, np.ndarray], result: dict):
+        from .parity import check_parity
+
+        parity = check_parity(self.reference, got, config.tolerance, self.loaded.y, variant=config.name,
+                              reference_name=f"{self.loaded.framework} eager")
+        self.repository.set_parity(config.name, version, parity)
         stats = parity.outputs[0] if parity.outputs else None
         result.update(max_abs=stats.max_abs if stats else None, max_rel=stats.max_rel if stats else None,
                       min_atol=stats.min_atol if stats else None, agreement=parity.agreement, accuracy=parity.accuracy,
                       reference_accuracy=parity.reference_accuracy, tolerance=config.tolerance.model_dump())
-        if job.get("latency", True):
-            state["step"] = "latency"
-            report("step", pathway=name, step="latency")
-            try:
-                result["p50_ms"] = latency_p50(runtime, single)
-            except Exception as exc:  # it ran once above; a later failure is still a runtime failure
-                report("result", status="runtime failed", step="latency", message=first_lines(exc), **result)
-                return
-        if parity.passed:
-            report("result", status="ok", step="parity", message="", **result)
-        else:
-            report("result", status="parity failed", step="parity", message="\n".join(parity.failures[:4]), **result)
-    finally:
-        runtime.unload()
+        return parity
 
 
 def main() -> int:
@@ -188,7 +212,9 @@ def main() -> int:
     os.dup2(2, 1)  # whatever the converters print goes to the log, never into the event stream
     report = Reporter(fd)
     try:
-        run(job, report)
+        worker = SpecWorker(job, report)
+        worker.prepare()
+        worker.run()
     except Exception as exc:  # the spec was checked by the parent; anything here is reported, not raised
         report("error", message=first_lines(exc))
         return 1
