@@ -31,8 +31,17 @@ Tolerances = Annotated[Optional[Path], typer.Option(help="TOML of per-variant to
 INPUT_ERRORS = (ConfigError, RepositoryError, ModelNotFound, InvalidInput)
 
 
-def quiet(workdir: Path, command: str, stderr_to_terminal: bool = False):
-    return framework_output_to(Path(workdir) / "logs" / f"{command}.log", stderr_to_terminal=stderr_to_terminal)
+def quiet(workdir: Path, command: str):
+    return framework_output_to(Path(workdir) / "logs" / f"{command}.log")
+
+
+def uvicorn_lines_to_terminal() -> None:
+    """uvicorn resolves its handlers' "ext://sys.stderr" when it starts, when sys.stderr is the frameworks' log;
+    its own lines (the address it serves, a port already in use) belong on the terminal."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    for handler in LOGGING_CONFIG["handlers"].values():
+        handler["stream"] = handler["stream"].replace("ext://sys.std", "ext://crossdeploy.framework_log.terminal_std")
 
 
 @app.command()
@@ -109,7 +118,8 @@ def serve(host: Annotated[str, typer.Option(help="Address to bind (CROSSDEPLOY_H
     settings = S.model_copy(update=dict(host=host, port=port, repository=repository, serve_threads=threads,
                                         max_in_flight=max_in_flight, max_batch=max_batch, max_body_bytes=max_body_bytes,
                                         inline_ms=inline_ms, access_log=access_log))
-    with quiet(S.workdir, "serve", stderr_to_terminal=True):  # uvicorn's and the gateway's own lines stay
+    uvicorn_lines_to_terminal()
+    with quiet(S.workdir, "serve"):
         run(settings)
 
 

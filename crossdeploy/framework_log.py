@@ -21,14 +21,19 @@ from typing import Iterator
 
 LOG_ENV = "CROSSDEPLOY_FRAMEWORK_LOG"
 _last_log: Path | None = None
-_terminal: dict[str, object] = {}  # while redirected: the streams that reach the terminal
+# While redirected: the streams that reach the terminal (a logging config can name them as
+# "ext://crossdeploy.framework_log.terminal_stderr").
+terminal_stdout = None
+terminal_stderr = None
 
 
 def child_streams() -> dict[str, object]:
     """`stdout=`/`stderr=` for a crossdeploy child process: the terminal, since the child sends its own
     frameworks' output to the log (an empty dict, i.e. inherit, outside `framework_output_to`)."""
     out = {}
-    for name, stream in _terminal.items():
+    for name, stream in (("stdout", terminal_stdout), ("stderr", terminal_stderr)):
+        if stream is None:
+            continue
         try:
             stream.fileno()
             out[name] = stream
@@ -57,11 +62,10 @@ def _terminal_stream(stream, fd: int, saved_fd: int):
 
 
 @contextmanager
-def framework_output_to(path: Path, stderr_to_terminal: bool = False) -> Iterator[Path]:
+def framework_output_to(path: Path) -> Iterator[Path]:
     """Send the frameworks' output to `path` (truncated, unless an enclosing crossdeploy process already writes
-    there) for the duration. `stderr_to_terminal` keeps `sys.stderr` on the terminal (the gateway: uvicorn's own
-    lines are ours to show)."""
-    global _last_log
+    there) for the duration."""
+    global _last_log, terminal_stdout, terminal_stderr
     inherited = os.environ.get(LOG_ENV)
     path = Path(inherited) if inherited else Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +90,7 @@ def framework_output_to(path: Path, stderr_to_terminal: bool = False) -> Iterato
         for fd in (1, 2):
             os.dup2(log_fd, fd)
         sys.stdout = terminal_out
-        sys.stderr = terminal_err if stderr_to_terminal else log_stream
+        sys.stderr = log_stream
         warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: log_stream.write(
             warnings.formatwarning(message, category, filename, lineno, line))
         logging.root.addHandler(root_handler)
@@ -95,10 +99,10 @@ def framework_output_to(path: Path, stderr_to_terminal: bool = False) -> Iterato
         ours.propagate = False
         os.environ[LOG_ENV] = str(path)
         _last_log = path
-        _terminal.update(stdout=terminal_out, stderr=terminal_err)
+        terminal_stdout, terminal_stderr = terminal_out, terminal_err
         yield path
     finally:
-        _terminal.clear()
+        terminal_stdout = terminal_stderr = None
         for stream in (sys.stdout, sys.stderr, terminal_out, terminal_err, log_stream):
             stream.flush()
         for fd, copy in saved.items():
