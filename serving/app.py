@@ -25,7 +25,8 @@ from .error_responses import HANDLERS
 from .http import InFlightLimit
 from .metrics import Metrics
 from .registry import ModelRegistry
-from .routing import protocol_router
+from .routing import protocol_router, share_allowed_methods
+from .served_schemas import served_schemas
 
 log = logging.getLogger("crossdeploy.gateway")
 DESCRIPTION = ("Every PyTorch and TensorFlow deployment pathway behind one gateway: KServe V2 (Triton's clients), "
@@ -55,12 +56,10 @@ def metrics_router(metrics: Metrics):
 
 
 def served_facts(app: FastAPI) -> dict[str, dict]:
-    """Component schemas only the running gateway knows: what /v1/compare's 'image' holds for the served input."""
+    """Component schemas only the running gateway knows (see served_schemas.py)."""
     gateway: Gateway | None = getattr(app.state, "gateway", None)
     configs = [e.config for e in gateway.registry.all() if e.config] if gateway else []
-    if not configs:
-        return {"CompareInput": {"title": "CompareInput", "description": "values for the served model's input"}}
-    return {"CompareInput": compare.input_schema(configs[0].inputs[0], gateway.max_batch)}
+    return served_schemas(configs, gateway.max_batch if gateway else 1)
 
 
 def create_app(settings: Settings | None = None, repository: ModelRepository | None = None,
@@ -93,12 +92,13 @@ def create_app(settings: Settings | None = None, repository: ModelRepository | N
                   description=DESCRIPTION)
     app.state.settings = settings
     app.state.metrics = metrics
-    # Routers are tried in order: the protocols with the routes called thousands of times come first, and
-    # each declares its inference route first.
-    for module in (kserve_v2, tfserving, torchserve, compare, web):
-        app.include_router(module.router)
-    app.include_router(metrics_router(metrics))
+    # Routes are tried in order: the protocols with the routes called thousands of times come first, and each
+    # declares its inference route first. They join the app's own route list: FastAPI's include_router puts
+    # every included router behind a matching layer of its own, a second walk over the routes per request.
+    routers = (kserve_v2.router, tfserving.router, torchserve.router, compare.router, web.router, metrics_router(metrics))
+    app.router.routes[:0] = [route for router in routers for route in router.routes]  # before /docs and /openapi.json
     app.mount("/static", web.static_files(), name="static")
+    share_allowed_methods(app.routes)
 
     def document() -> dict:
         if app.openapi_schema is None:

@@ -8,7 +8,6 @@ V2 binary round trip through the gateway's own encoder and a client's decoder, a
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,6 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from crossdeploy.errors import CrossdeployError, InvalidInput
-from crossdeploy.repository import TensorSignature
 
 from . import comparison
 from . import openapi as doc
@@ -29,7 +27,6 @@ from .torchserve import UPLOAD_BODY
 from .uploads import read_upload
 
 router = protocol_router("Compare")
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 _ROW = {"type": "object", "required": ["name", "status"], "properties": {
     "name": {"type": "string"}, "status": {"enum": ["ok", "error"]}, "error": {"type": "string"},
@@ -43,34 +40,19 @@ REQUEST = doc.component("CompareRequest", {
     "type": "object", "anyOf": [{"required": ["image"]}, {"required": ["data"]}],
     "description": "Also accepted: TF Serving's 'instances'/'inputs' and KServe V2 'inputs' tensors, as those "
                    "endpoints take them.",
-    "properties": {"image": doc.ref("CompareInput"), "data": doc.ref("CompareInput"),
+    "properties": {"image": doc.ref("ServedInput"), "data": doc.ref("ServedInput"),
                    "variants": {"type": "array", "items": {"type": "string"}, "minItems": 1,
                                 "description": "only these variants (default: every ready variant)"}}})
 VARIANTS = {"name": "variants", "in": "query", "required": False, "schema": {"type": "string"},
             "description": "comma-separated variant names (a body's 'variants' takes precedence)"}
 
 
-def input_schema(spec: TensorSignature, max_batch: int) -> dict:
-    """JSON Schema of what 'image' may hold for a served input: one example, a batch of them, or one example
-    flattened. Its values are any numbers a float32 holds."""
-    example: dict = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
-    for size in reversed(spec.shape[1:]):
-        example = {"type": "array", "items": example, **({"minItems": size, "maxItems": size} if size > 0 else {"minItems": 1})}
-    forms = [example, {"type": "array", "items": example, "minItems": 1, "maxItems": max_batch}]
-    if len(spec.shape) > 2 and all(d > 0 for d in spec.shape[1:]):
-        flat = math.prod(spec.shape[1:])
-        forms.append({"type": "array", "items": {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX},
-                      "minItems": flat, "maxItems": flat})
-    return {"title": "CompareInput", "description": f"values for input '{spec.name}' of shape {list(spec.shape)}",
-            "anyOf": forms}
-
-
 def _document(kind: str, payload: bytes) -> dict | None:
     if kind != "json":
         return None
     document = tfserving.parse_request(payload)  # a JSON object, or a 400
-    variants = document.get("variants")
-    if variants is not None and (not isinstance(variants, list) or not all(isinstance(n, str) for n in variants)):
+    variants = document.get("variants", [""])
+    if not isinstance(variants, list) or not all(isinstance(n, str) for n in variants):
         raise InvalidInput("'variants' must be a list of variant names")
     if variants == []:
         raise InvalidInput("'variants' is empty: leave it out to compare every variant")
@@ -115,7 +97,7 @@ async def _run(gateway: Gateway, entry: Served, inputs: dict, signature) -> tupl
 def _selected(request: Request, document: dict | None) -> list[str] | None:
     wanted = request.query_params.get("variants")
     names = [n for n in wanted.split(",") if n] if wanted else None
-    return document["variants"] if document and document.get("variants") is not None else names
+    return document["variants"] if document and "variants" in document else names
 
 
 @router.post("/v1/compare", **doc.operation(

@@ -37,7 +37,7 @@ _INFER = {
     "ok": {"application/json": {"schema": doc.component(schemas.InferenceResponse)}, "application/octet-stream": {"schema": _BINARY}},
     "ok_headers": {HEADER_LENGTH: {"description": "present when outputs are binary", "schema": {"type": "integer"}}},
     "errors": (400, 404, 413, 415, 500, 503),
-    "body": {**{m: {"schema": doc.component(schemas.InferenceRequest)} for m in ("application/json", "application/vnd.kserve+json")},
+    "body": {**{m: {"schema": doc.component("InferenceRequest", schemas.INFERENCE_REQUEST)} for m in ("application/json", "application/vnd.kserve+json")},
              "application/octet-stream": {"schema": _BINARY}},
 }
 _HEADER = {"name": HEADER_LENGTH, "in": "header", "required": False, **_LENGTH}

@@ -23,12 +23,6 @@ from .routing import protocol_router
 router = protocol_router("TF Serving REST")
 
 
-class PredictRequest(BaseModel):
-    signature_name: str | None = Field(None, examples=[SIGNATURE])
-    instances: list[Any] | None = Field(None, description="row format: one entry per example")
-    inputs: Any | None = Field(None, description="columnar format: the batch per named input")
-
-
 class PredictResponse(BaseModel):
     predictions: Any | None = Field(None, description="row format: one entry per example")
     outputs: Any | None = Field(None, description="columnar format: the batch per named output")
@@ -50,7 +44,14 @@ class SignatureMetadata(BaseModel):
 
 
 _PREDICT = {"ok": {"application/json": {"schema": doc.component(PredictResponse)}}, "errors": (400, 404, 413, 415, 500, 503),
-            "body": doc.json_body(doc.component(PredictRequest))}
+            "body": doc.json_body(doc.component("PredictRequest", {
+                "type": "object", "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
+                "properties": {"signature_name": {"enum": [None, "", SIGNATURE]},
+                               "instances": {"description": "row format: one entry per example (or objects naming the inputs)",
+                                             "anyOf": [doc.ref("ServedBatch"), {"type": "array", "minItems": 1,
+                                                                                 "items": doc.ref("ServedInstance")}]},
+                               "inputs": {"description": "columnar format: the batch (per named input)",
+                                          "anyOf": [doc.ref("ServedBatch"), doc.ref("ServedColumns")]}}}))}
 
 
 @router.post("/v1/models/{name}:predict", **doc.operation(

@@ -25,10 +25,6 @@ from .uploads import MULTIPART, read_upload
 router = protocol_router("TorchServe")
 
 
-class PredictionRequest(BaseModel):
-    data: Any = Field(description="one example (e.g. an [8, 8] image of 0..16 intensities) or a batch [N, 8, 8]")
-
-
 class Health(BaseModel):
     status: str = Field(description="Healthy or Unhealthy")
 
@@ -55,13 +51,17 @@ class ModelDescription(BaseModel):
     workers: list[dict[str, Any]]
 
 
-_CLASSES = {"type": "object", "additionalProperties": {"type": "number"}, "description": "class -> probability (top 5)"}
+_CLASSES = {"type": "object", "additionalProperties": {"type": ["number", "null"]},
+            "description": "class -> probability, the top 5 (null where the model's outputs are not finite)"}
 UPLOAD_BODY = {
-    **doc.json_body(doc.component(PredictionRequest)),
+    **doc.json_body(doc.component("PredictionRequest", {
+        "type": "object", "required": ["data"], "properties": {"data": doc.ref("ServedInput")},
+        "description": "one example (e.g. an [8, 8] image of 0..16 intensities), a batch [N, 8, 8], or one flattened"})),
     "image/*": {"schema": {"type": "string", "format": "binary", "description": "a picture of a digit"}},
     "application/octet-stream": {"schema": {"type": "string", "format": "binary", "description": "a picture of a digit"}},
-    MULTIPART: {"schema": {"type": "object", "properties": {"data": {"type": "string", "format": "binary"}},
-                           "description": "the picture (or JSON) in the part named data, body or file"}},
+    MULTIPART: {"schema": {"type": "object", "required": ["data"], "properties": {"data": {"type": "string", "format": "binary"}},
+                           "description": "the picture (or JSON) in the part named data, body or file"},
+                "encoding": {"data": {"contentType": "image/*"}}},
 }
 _PREDICT = {"ok": {"application/json": {"schema": {"anyOf": [_CLASSES, {"type": "array", "items": _CLASSES}]}}},
             "errors": (400, 404, 413, 415, 500, 503), "torchserve": True, "body": UPLOAD_BODY}

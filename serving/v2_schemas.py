@@ -20,16 +20,17 @@ class Tensor(BaseModel):
     data: list[Any] | None = Field(None, description="row-major values, flat or nested")
 
 
-class RequestedOutput(BaseModel):
-    name: str
-    parameters: dict[str, Any] | None = Field(None, description="binary_data: bool, classification: top-k")
-
-
-class InferenceRequest(BaseModel):
-    id: str | None = None
-    parameters: dict[str, Any] | None = Field(None, description="binary_data_output: bool")
-    inputs: list[Tensor] = Field(min_length=1)
-    outputs: list[RequestedOutput] | None = None
+# The request as JSON Schema: its tensors are the served inputs' (served_schemas.ServedTensor).
+REQUESTED_OUTPUT = {"type": "object", "required": ["name"], "properties": {
+    "name": {"$ref": "#/components/schemas/ServedOutputName"},
+    "parameters": {"type": "object", "properties": {
+        "binary_data": {"type": "boolean"},
+        "classification": {"type": "integer", "minimum": 0, "description": "the top-k classes as 'score:index'"}}}}}
+INFERENCE_REQUEST = {"type": "object", "required": ["inputs"], "properties": {
+    "id": {"type": "string"},
+    "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+    "inputs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/ServedTensor"}},
+    "outputs": {"type": "array", "items": REQUESTED_OUTPUT}}}
 
 
 class InferenceResponse(BaseModel):

@@ -83,7 +83,8 @@ class OctetStream(Response):
 
 
 @router.get("/v1/artifacts/{name}/model.onnx", response_class=OctetStream, **doc.operation(
-    "web_artifact", "The ONNX file of a variant (what the page runs in the browser)", parameters=(doc.MODEL,),
+    "web_artifact", "The ONNX file of a variant (what the page runs in the browser)",
+    parameters=(doc.path_parameter("name", "an ONNX variant (others: 400)", doc.ref("OnnxVariant")),),
     ok={"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}, errors=(400, 404, 503)))
 async def artifact(request: Request):
     gw: Gateway = request.app.state.gateway

@@ -21,9 +21,13 @@ def json_array(name: str, data: Any, dtype: np.dtype, shape: Sequence[int] | Non
         array = np.asarray(data)
     except (ValueError, TypeError) as exc:
         raise InvalidInput(f"input '{name}': data is not a regular array: {str(exc).splitlines()[0]}") from exc
-    if array.dtype.kind not in "biuf":
-        found = "strings" if array.dtype.kind == "U" else "mixed values"
-        raise InvalidInput(f"input '{name}': data must be numbers, got {found}")
+    kind = array.dtype.kind
+    if kind == "O" and all(type(v) in (int, float) for v in array.ravel()):  # integers beyond int64
+        kind = (array := array.astype(np.float64)).dtype.kind
+    if kind not in "biuf" or (kind == "b") != (dtype.kind == "b") or (kind != "b" and _holds_booleans(data)):
+        found = {"U": "strings", "b": "booleans"}.get(kind, "mixed values")
+        wanted = "true or false" if dtype.kind == "b" else "numbers"
+        raise InvalidInput(f"input '{name}': data must be {wanted}, got {found}")
     if shape is not None:
         wanted = math.prod(shape)
         if array.size != wanted:
@@ -31,6 +35,24 @@ def json_array(name: str, data: Any, dtype: np.dtype, shape: Sequence[int] | Non
         array = array.reshape(shape)
     with np.errstate(over="ignore", invalid="ignore"):
         return array.astype(dtype, copy=False)
+
+
+def as_integer(value: Any) -> int | None:
+    """A JSON integer (JSON Schema counts 8.0 as one; true and false are not), or None."""
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return None
+
+
+def _holds_booleans(data: Any) -> bool:
+    """JSON true/false among numbers: numpy would read them as 1 and 0."""
+    if not isinstance(data, list) or not data:
+        return type(data) is bool
+    if isinstance(data[0], list):
+        return any(_holds_booleans(row) for row in data)
+    return bool in set(map(type, data))
 
 
 def check_shape(name: str, shape: Sequence[int], spec: TensorSignature, max_batch: int | None) -> None:

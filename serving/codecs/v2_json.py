@@ -18,7 +18,7 @@ import orjson
 from crossdeploy.errors import InvalidInput
 from crossdeploy.repository import NUMPY_TO_V2, V2_TO_NUMPY
 
-from .tensors import Signature, check_shape, check_values, json_array
+from .tensors import Signature, as_integer, check_shape, check_values, json_array
 
 CONTENT_TYPE = "application/json"
 
@@ -46,7 +46,10 @@ def parse_request(body: bytes) -> dict:
 
 def _declared_shape(name: str, shape: Any) -> list[int]:
     if not isinstance(shape, list) or not all(type(d) is int for d in shape):
-        raise InvalidInput(f"input '{name}': 'shape' must be a list of integers, got {shape!r}")
+        integers = [as_integer(d) for d in shape] if isinstance(shape, list) else [None]
+        if None in integers:
+            raise InvalidInput(f"input '{name}': 'shape' must be a list of integers, got {shape!r}")
+        shape = integers
     if any(d < 0 for d in shape):
         raise InvalidInput(f"input '{name}': shape {shape} has a negative dimension")
     return shape
@@ -57,7 +60,7 @@ def _binary_array(name: str, tensor: dict, size: Any, shape: list[int], dtype: n
     wanted = math.prod(shape) * dtype.itemsize
     if "data" in tensor:
         raise InvalidInput(f"input '{name}' has both 'data' and binary_data_size")
-    if type(size) is not int or size != wanted:
+    if as_integer(size) != wanted:
         raise InvalidInput(f"input '{name}': binary_data_size {size!r} does not match shape {shape} of "
                            f"{NUMPY_TO_V2[dtype]} ({wanted} bytes)")
     if offset + size > len(binary):
@@ -77,11 +80,23 @@ def _input_tensor(index: int, tensor: Any, specs: dict) -> tuple[str, Any]:
     return name, spec
 
 
+def _check_fields(document: dict) -> None:
+    """The request's own fields, beside its tensors: what the protocol says each one is."""
+    if "id" in document and not isinstance(document["id"], str):
+        raise InvalidInput(f"'id' must be a string, got {document['id']!r}")
+    parameters = document.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InvalidInput("'parameters' must be an object")
+    if not isinstance(parameters.get("binary_data_output", False), bool):
+        raise InvalidInput("parameter 'binary_data_output' must be true or false")
+
+
 def decode(request: bytes | dict, signature: Signature, max_batch: int | None = None,
            binary: bytes = b"") -> dict[str, np.ndarray]:
     """The request's input tensors as arrays, each checked once against the signature. Tensors that declare a
     `binary_data_size` are read, in order, from `binary` (the bytes after the JSON header)."""
     document = parse_request(request) if isinstance(request, (bytes, bytearray, memoryview)) else request
+    _check_fields(document)
     tensors = document.get("inputs")
     if not isinstance(tensors, list) or not tensors:
         raise InvalidInput("'inputs' must be a non-empty list of tensors")
@@ -95,11 +110,13 @@ def decode(request: bytes | dict, signature: Signature, max_batch: int | None = 
         shape = _declared_shape(name, tensor.get("shape"))
         check_shape(name, shape, spec, max_batch)
         dtype = V2_TO_NUMPY[spec.datatype]
-        parameters = tensor.get("parameters")
-        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        parameters = tensor.get("parameters", {})
+        if not isinstance(parameters, dict):
+            raise InvalidInput(f"input '{name}': 'parameters' must be an object")
+        size = parameters.get("binary_data_size")
         if size is not None:
             array = _binary_array(name, tensor, size, shape, dtype, binary, offset)
-            offset += size
+            offset += array.nbytes
         elif "data" in tensor:
             array = json_array(name, tensor["data"], dtype, shape)
         else:
@@ -116,11 +133,13 @@ def _choice(entry: Any, names: Sequence[str], binary_default: bool) -> OutputCho
     if not isinstance(entry, dict) or entry.get("name") not in names:
         given = entry.get("name") if isinstance(entry, dict) else entry
         raise InvalidInput(f"unexpected inference output {given!r}, the model has {list(names)}")
-    parameters = entry.get("parameters") or {}
+    parameters = entry.get("parameters", {})
     if not isinstance(parameters, dict):
         raise InvalidInput(f"output '{entry['name']}': 'parameters' must be an object")
-    k = parameters.get("classification", 0)
-    if type(k) is not int or k < 0:
+    if not isinstance(parameters.get("binary_data", False), bool):
+        raise InvalidInput(f"output '{entry['name']}': binary_data must be true or false")
+    k = as_integer(parameters.get("classification", 0))
+    if k is None or k < 0:
         raise InvalidInput(f"output '{entry['name']}': classification must be a non-negative integer")
     return OutputChoice(entry["name"], bool(parameters.get("binary_data", binary_default)), k)
 
