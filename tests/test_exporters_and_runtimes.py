@@ -31,7 +31,8 @@ def test_layout_and_config(repository, name):
         assert sha256_of(folder / f.path) == f.sha256 and (folder / f.path).stat().st_size == f.size
     assert [s.name for s in config.inputs] == ["image"] and list(config.inputs[0].shape) == [-1, 8, 8]
     assert [s.name for s in config.outputs] == ["logits"] and list(config.outputs[0].shape) == [-1, 10]
-    assert config.pathway[0].tool in ("torch", "tf_keras") and all(step.version for step in config.pathway)
+    assert config.pathway == name  # the built-in digits-cnn variants are named by their pathway key
+    assert config.toolchain[0].tool in ("torch", "tf_keras") and all(step.version for step in config.toolchain)
     assert config.support.status and config.support.note
     assert config.runtime.version != "not installed"
 
