@@ -29,6 +29,9 @@ from .routing import protocol_router, share_allowed_methods
 from .served_schemas import served_schemas
 
 log = logging.getLogger("crossdeploy.gateway")
+# FastAPI's native OpenTelemetry asks the global providers on every request whether it is configured: the
+# gateway reports through /metrics and its statistics instead.
+TELEMETRY_OFF = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 DESCRIPTION = ("Every PyTorch and TensorFlow deployment pathway behind one gateway: KServe V2 (Triton's clients), "
                "TF Serving REST, TorchServe, and /v1/compare across all of them.")
 
@@ -89,7 +92,7 @@ def create_app(settings: Settings | None = None, repository: ModelRepository | N
         await run_in_threadpool(registry.close)
 
     app = FastAPI(title="crossdeploy gateway", version=__version__, lifespan=lifespan, exception_handlers=HANDLERS,
-                  description=DESCRIPTION)
+                  description=DESCRIPTION, telemetry=TELEMETRY_OFF)
     app.state.settings = settings
     app.state.metrics = metrics
     # Routes are tried in order: the protocols with the routes called thousands of times come first, and each

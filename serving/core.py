@@ -37,35 +37,44 @@ def parse_version(name: str, version: str | None) -> int | None:
 
 
 async def run(served: Served, inputs: dict[str, np.ndarray], timings: Timings, inline_ns: float) -> dict[str, np.ndarray]:
-    """Inline on the event loop when the call is known to be cheaper than a thread hop's worth (`inline_ns`) and
-    nothing of this version runs on its executor (so an adapter is never entered twice at once); otherwise on the
-    version's own executor thread, so a slow variant queues only its own requests."""
+    """Inline on the event loop when the call is known to be cheaper than a thread hop's worth (`inline_ns`),
+    once nothing of this version runs on its executor (an adapter is never entered twice at once); otherwise on
+    the version's own executor thread, so a slow variant queues only its own requests."""
     rows = next(iter(inputs.values())).shape[0]
     estimate = served.cost.estimate(rows)
-    if served.pending == 0 and estimate is not None and estimate <= inline_ns:
+    if estimate is not None and estimate <= inline_ns:
+        while served.pending:  # a larger call is on the executor: wait for it rather than queue behind it there
+            await served.executor_idle.wait()
         started = time.perf_counter_ns()
         outputs = served.runtime.predict_validated(inputs)
         finished = time.perf_counter_ns()
         timings.queue_ns = 0
     else:
-        submitted = time.perf_counter_ns()
-
-        def work():
-            began = time.perf_counter_ns()
-            result = served.runtime.predict_validated(inputs)
-            return result, began, time.perf_counter_ns()
-
-        future = asyncio.get_running_loop().run_in_executor(served.executor, work)
-        served.pending += 1  # down when the thread is done, even if this request is cancelled meanwhile
-
-        def done(_):
-            served.pending -= 1
-        future.add_done_callback(done)
-        outputs, started, finished = await future
-        timings.queue_ns = started - submitted
+        outputs, started, finished, timings.queue_ns = await _on_executor(served, inputs)
     timings.infer_ns = finished - started
     served.cost.observe(rows, timings.infer_ns)
     return outputs
+
+
+async def _on_executor(served: Served, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int, int, int]:
+    submitted = time.perf_counter_ns()
+
+    def work():
+        began = time.perf_counter_ns()
+        result = served.runtime.predict_validated(inputs)
+        return result, began, time.perf_counter_ns()
+
+    future = asyncio.get_running_loop().run_in_executor(served.executor, work)
+    served.pending += 1  # down when the thread is done, even if this request is cancelled meanwhile
+    served.executor_idle.clear()
+
+    def done(_):
+        served.pending -= 1
+        if not served.pending:
+            served.executor_idle.set()
+    future.add_done_callback(done)
+    outputs, started, finished = await future
+    return outputs, started, finished, started - submitted
 
 
 class Gateway:

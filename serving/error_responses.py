@@ -62,8 +62,3 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 HANDLERS = {CrossdeployError: crossdeploy_error, StarletteHTTPException: http_error, Exception: unexpected_error}
-
-
-def handler_for(exc: Exception):
-    """The handler `HANDLERS` assigns to `exc` (its nearest class in the table)."""
-    return next(HANDLERS[cls] for cls in type(exc).__mro__ if cls in HANDLERS)

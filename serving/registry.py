@@ -9,6 +9,7 @@ executor is idle: a thread hop costs more than a sub-millisecond inference (see 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +54,13 @@ class Cost:
 
     def observe(self, rows: int, ns: int) -> None:
         value = ns / max(rows, 1)
-        self.ns_per_row = value if self.ns_per_row is None else (1 - self.alpha) * self.ns_per_row + self.alpha * value
+        if self.ns_per_row is None:
+            self.ns_per_row = value
+            return
+        # One call stalled by the scheduler (another process took the core) must not flip a 30 us model onto
+        # the executor: a sample counts for at most 4x the estimate, so only a sustained change moves it far.
+        value = min(value, 4 * self.ns_per_row)
+        self.ns_per_row = (1 - self.alpha) * self.ns_per_row + self.alpha * value
 
     def estimate(self, rows: int) -> float | None:
         return None if self.ns_per_row is None else self.ns_per_row * rows
@@ -72,6 +79,7 @@ class Served:
     executor: ThreadPoolExecutor | None = None
     cost: Cost = field(default_factory=Cost)
     pending: int = 0  # calls submitted to the executor and not finished (counted on the event loop)
+    executor_idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while pending is 0
     instruments: dict = field(default_factory=dict)  # protocol -> metrics.Instruments, looked up once
 
     @property
@@ -92,6 +100,7 @@ class ModelRegistry:
         self.repository = repository
         self.threads = threads
         self._served: dict[str, dict[int, Served]] = {}
+        self._ready: dict[tuple[str, int | None], Served] = {}
 
     def load_all(self) -> None:
         for name in self.repository.names():
@@ -129,6 +138,7 @@ class ModelRegistry:
             self._served.pop(name, None)
         else:
             self._served[name] = entries
+        self._ready = {}  # after the swap, and a new dict: see get()
         for entry in old.values():
             # Calls already holding the old entry finish on it; its memory goes with the last reference.
             if entry.executor:
@@ -166,9 +176,15 @@ class ModelRegistry:
         raise ModelNotFound(name, version)
 
     def get(self, name: str, version: int | None = None) -> Served:
+        """The ready entry a request addresses, looked up once per (name, version) until the next (un)load."""
+        cache = self._ready  # a reload replaces the dict: an entry found meanwhile goes to the discarded one
+        entry = cache.get((name, version))
+        if entry is not None:
+            return entry
         entry = self.lookup(name, version)
         if not entry.ready:
             raise ModelNotReady(name, entry.reason or "failed to load")
+        cache[(name, version)] = entry
         return entry
 
     def all(self) -> list[Served]:

@@ -24,13 +24,39 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 class RawRoute(APIRoute):
     allowed_methods: set[str] | None = None
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # APIRoute wraps the handler in two exit stacks for dependencies with yield, which a raw endpoint has
+        # none of: the route's ASGI app calls the handler directly.
+        handler = self.get_route_handler()
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            response = await handler(Request(scope, receive, send))
+            await response(scope, receive, send)
+
+        self.app = app
+
     def get_route_handler(self) -> Endpoint:
-        return self.endpoint
+        endpoint = self.endpoint
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await endpoint(request)
+            except Exception as exc:  # shaped by the app's handler table, as any route's error
+                return await handler_for(request.app, exc)(request, exc)
+
+        return handler
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in self.methods:
             raise HTTPException(status_code=405, headers={"Allow": ", ".join(sorted(self.allowed_methods or self.methods))})
         await self.app(scope, receive, send)
+
+
+def handler_for(app, exc: Exception):
+    """The app's exception handler for `exc`: the nearest of its classes in the app's table."""
+    handlers = app.exception_handlers
+    return next(handlers[cls] for cls in type(exc).__mro__ if cls in handlers)
 
 
 def protocol_router(tag: str) -> APIRouter:

@@ -168,14 +168,14 @@ FUZZ = ["--checks", "all", "--phases", "examples,coverage,fuzzing", "--mode", "a
 MUTATING = ["v2_repository_load", "v2_repository_unload"]
 
 
-def _fuzz(live, *arguments: str) -> None:
+def _fuzz(live, folder: Path, *arguments: str) -> None:
     environment = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks",
                    "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run([str(Path(sys.executable).parent / "st"), "run", f"{live.url}/openapi.json", *FUZZ, *arguments],
-                         capture_output=True, text=True, cwd=ROOT, env=environment, timeout=600)
+                         capture_output=True, text=True, cwd=folder, env=environment, timeout=600)
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
 
 
-def test_the_fuzzer_finds_nothing(live):
-    _fuzz(live, "--max-examples", "8", *[f"--exclude-operation-id={op}" for op in MUTATING])
-    _fuzz(live, "--max-examples", "2", *[f"--include-operation-id={op}" for op in MUTATING])
+def test_the_fuzzer_finds_nothing(live, tmp_path):
+    _fuzz(live, tmp_path, "--max-examples", "8", *[f"--exclude-operation-id={op}" for op in MUTATING])
+    _fuzz(live, tmp_path, "--max-examples", "2", *[f"--include-operation-id={op}" for op in MUTATING])
