@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_spec
@@ -154,6 +155,25 @@ def test_every_provoked_error_fits_the_documented_error(spec, http, case):
     response = http.request(method, path, content=body or None, headers=headers)
     assert response.status_code == status
     check_response(spec, method, path, response)
+
+
+FUZZER_FOUND = [  # what the fuzzer's first runs found the gateway accepting against its document
+    ("POST", "/v1/compare", b'{"image": [[0]], "variants": null}', 400),
+    ("POST", "/v2/models/torch-onnx/infer", orjson.dumps({**json.loads((TESTDATA / "v2_infer.json").read_text()), "id": 5}), 400),
+    ("POST", "/v1/models/torch-onnx:predict", orjson.dumps({"instances": [[[True] + [0] * 7] + [[0] * 8] * 7]}), 400),
+    ("OPTIONS", "/predictions/torch-onnx", b"", 405),
+]
+
+
+@pytest.mark.parametrize("case", FUZZER_FOUND, ids=[f"{c[0]} {c[1]} {c[2][:40]!r}" for c in FUZZER_FOUND])
+def test_what_the_fuzzer_found_is_refused_as_documented(spec, http, case):
+    method, path, body, status = case
+    response = http.request(method, path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status, response.text
+    if method == "OPTIONS":
+        assert response.headers["Allow"] == "POST, PUT"
+    else:
+        check_response(spec, method, path, response)
 
 
 # --------------------------------------------------------------------------------------- the fuzzer
