@@ -22,24 +22,11 @@ from PIL import Image
 
 from crossdeploy.serving.codecs import tfserving, torchserve, v2_binary, v2_json
 
-from .live import LiveGateway
-from .test_gateway import BAD, MAX_BATCH, _blank_png, _huge_png
+from .test_gateway import BAD, _blank_png, _huge_png, http, live  # noqa: F401  (the same live gateway fixtures)
 
 TESTDATA = Path(__file__).parent / "testdata"
 ROOT = Path(__file__).parent.parent
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def live(repository):
-    with LiveGateway(repository, max_batch=MAX_BATCH) as gateway:
-        yield gateway
-
-
-@pytest.fixture(scope="module")
-def http(live):
-    with httpx.Client(base_url=live.url, timeout=60) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,26 @@ import math
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+import orjson
 
 from crossdeploy.errors import InvalidInput
 from crossdeploy.repository import V2_TO_NUMPY, TensorSignature
 
 Signature = Sequence[TensorSignature]
 NUMBERS = {int, float}
+
+
+def json_object(body: bytes, what: str) -> dict:
+    """A request body that must hold one JSON object; `what` says which, in the error."""
+    if not body.strip():
+        raise InvalidInput("request body is empty")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"malformed JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise InvalidInput(f"{what} must be a JSON object")
+    return document
 
 
 def json_array(name: str, data: Any, dtype: np.dtype, shape: Sequence[int] | None = None) -> np.ndarray:

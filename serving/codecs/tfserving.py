@@ -14,7 +14,7 @@ import orjson
 
 from crossdeploy.errors import InvalidInput
 
-from .tensors import Signature, conform
+from .tensors import Signature, conform, json_object
 
 SIGNATURE = "serving_default"
 CONTENT_TYPE = "application/json"
@@ -22,15 +22,7 @@ ROW, COLUMNAR = "row", "columnar"
 
 
 def parse_request(body: bytes) -> dict:
-    if not body.strip():
-        raise InvalidInput("request body is empty")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"malformed JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise InvalidInput("the request must be a JSON object with 'instances' or 'inputs'")
-    return document
+    return json_object(body, "the request (with 'instances' or 'inputs')")
 
 
 def form_of(document: dict) -> str:

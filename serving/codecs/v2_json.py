@@ -18,7 +18,7 @@ import orjson
 from crossdeploy.errors import InvalidInput
 from crossdeploy.repository import NUMPY_TO_V2, V2_TO_NUMPY
 
-from .tensors import Signature, as_integer, check_shape, check_values, json_array
+from .tensors import Signature, as_integer, check_shape, check_values, json_array, json_object
 
 CONTENT_TYPE = "application/json"
 
@@ -33,15 +33,7 @@ class OutputChoice(NamedTuple):
 
 # ---------------------------------------------------------------------------------------------- server side
 def parse_request(body: bytes) -> dict:
-    if not body.strip():
-        raise InvalidInput("request body is empty")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"malformed JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise InvalidInput("the inference request must be a JSON object")
-    return document
+    return json_object(body, "the inference request")
 
 
 def _declared_shape(name: str, shape: Any) -> list[int]:
