@@ -3,7 +3,8 @@ gateway_floor.schema.json beside it. Latencies in milliseconds, throughput in re
 
     runs      every wrk run: target ("gateway" | "floor"), concurrency, repeat, its figures
     summary   "c1", "c8", "c32" (one per concurrency measured): each target's medians over the repeats, and
-              ratio = gateway / floor (above 1 for rps is faster, below 1 for p50/p99 is faster)
+              ratio = the median over repeats of gateway / floor within one repeat, whose two runs are
+              back to back (above 1 for rps is faster, below 1 for p50/p99 is faster)
     targets   "throughput_c8" (ratio ≥ bound) and "p99_c32" (ratio ≤ bound), each with whether it was met
     extras    the gateway alone: V2 binary against JSON at batch 64, a slow neighbour, tritonclient end to end
 """
@@ -56,7 +57,7 @@ class AtConcurrency(BaseModel):
     concurrency: int
     gateway: Figures
     floor: Figures
-    ratio: Ratio  # gateway / floor
+    ratio: Ratio  # gateway / floor, paired within each repeat, median over the repeats
 
 
 class TargetCheck(BaseModel):

@@ -132,9 +132,19 @@ def summarize(runs: list[WrkRun]) -> dict[str, AtConcurrency]:
     for c in sorted({r.concurrency for r in runs}):
         gateway = figures([r for r in runs if r.concurrency == c and r.target == "gateway"])
         floor = figures([r for r in runs if r.concurrency == c and r.target == "floor"])
-        ratio = Ratio(rps=gateway.rps / floor.rps, p50=gateway.p50_ms / floor.p50_ms, p99=gateway.p99_ms / floor.p99_ms)
-        summary[f"c{c}"] = AtConcurrency(concurrency=c, gateway=gateway, floor=floor, ratio=ratio)
+        summary[f"c{c}"] = AtConcurrency(concurrency=c, gateway=gateway, floor=floor, ratio=paired_ratio(runs, c))
     return summary
+
+
+def paired_ratio(runs: list[WrkRun], concurrency: int) -> Ratio:
+    """The median over repeats of gateway / floor within one repeat: the two run back to back, so a drift of
+    the machine between repeats (seen here: ±30 % in req/s from one repeat to the next) cancels out."""
+    by_repeat = {(r.repeat, r.target): r for r in runs if r.concurrency == concurrency}
+    pairs = [(by_repeat[(n, "gateway")], by_repeat[(n, "floor")]) for n in sorted({n for n, _ in by_repeat})
+             if (n, "gateway") in by_repeat and (n, "floor") in by_repeat]
+    return Ratio(rps=statistics.median(g.rps / f.rps for g, f in pairs),
+                 p50=statistics.median(g.p50_ms / f.p50_ms for g, f in pairs),
+                 p99=statistics.median(g.p99_ms / f.p99_ms for g, f in pairs))
 
 
 def check_targets(summary: dict[str, AtConcurrency]) -> dict[str, TargetCheck]:
@@ -191,7 +201,8 @@ def run(options: Options, console: Console) -> GatewayFloorReport:
 def markdown(report: GatewayFloorReport) -> str:
     lines = [f"The gateway against the strict floor — {report.floor}. Both serve {report.model} from one file; "
              f"{report.request}; wrk -t1 on loopback, {report.seconds:g} s per run; medians over {report.repeats} "
-             f"repeat(s). Gateway code: `{report.gateway.serving_module}`.",
+             f"repeat(s); each ratio is the median of gateway / floor within a repeat, whose two runs are back to back. "
+             f"Gateway code: `{report.gateway.serving_module}`.",
              "", "| C | floor req/s | gateway req/s | ratio | floor p50 ms | gateway p50 ms | floor p99 ms | gateway p99 ms | ratio p99 |"
              " errors |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in report.summary.values():
