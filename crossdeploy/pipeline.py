@@ -77,13 +77,20 @@ def export_in_fresh_process(repository: Path, workdir: Path, variants: list[str]
         raise CrossdeployError("the export stage failed (its error is printed above)")
 
 
-def load_tolerances(path: Path | None) -> dict[str, Tolerance]:
-    """A TOML file of per-variant overrides: [torch-tflite] atol = 2e-4 ..."""
+def load_tolerances(path: Path | None) -> dict[str, dict]:
+    """A TOML file of per-variant overrides, [torch-tflite] atol = 2e-4 ...: per variant, the fields it sets (each
+    checked), which replace only those fields of the variant's own tolerance."""
     if path is None:
         return {}
     try:
         table = tomllib.loads(path.read_text())
-        return {name: Tolerance(**values) for name, values in table.items()}
+        overrides = {}
+        for name, values in table.items():
+            if not isinstance(values, dict):
+                raise ValueError(f"'{name}' must be a table: [{name}] atol = ...")
+            checked = Tolerance.model_validate(values)
+            overrides[name] = {field: getattr(checked, field) for field in checked.model_fields_set}
+        return overrides
     except (OSError, tomllib.TOMLDecodeError, TypeError, ValueError) as exc:
         raise ConfigError(str(path), f"tolerances file does not parse: {str(exc).splitlines()[0]}") from exc
 

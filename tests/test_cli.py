@@ -76,3 +76,14 @@ def test_an_error_in_the_users_input_does_not_point_at_the_log(tmp_path):
     proc = crossdeploy("parity", "--repository", str(tmp_path / "nowhere"), "--workdir", str(tmp_path))
     one_line_error(proc, "nowhere")
     assert "framework output" not in proc.stderr
+
+
+def test_a_tolerance_override_naming_no_variant_is_refused(repository, tmp_path):
+    overrides = tmp_path / "typo.toml"
+    overrides.write_text('["torch-tfilte"]\natol = 1e-3\n')
+    one_line_error(crossdeploy("parity", "--repository", str(repository.root), "--workdir", str(tmp_path),
+                               "-v", "torch-onnx", "--tolerances", str(overrides)), "torch-tfilte")
+    unknown_field = tmp_path / "field.toml"
+    unknown_field.write_text('["torch-onnx"]\natl = 1e-3\n')
+    one_line_error(crossdeploy("parity", "--repository", str(repository.root), "--workdir", str(tmp_path),
+                               "-v", "torch-onnx", "--tolerances", str(unknown_field)), "field.toml")

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from crossdeploy.errors import ParityError
+from crossdeploy.errors import CrossdeployError, ParityError
 from crossdeploy.export.parity import check_parity, raise_on_failure, run_parity
 from crossdeploy.export.pathways import PATHWAYS
 from crossdeploy.repository import ModelRepository
@@ -123,3 +123,29 @@ def test_an_output_without_classes_has_no_agreement_and_int8_must_compare_values
     assert not int8.passed and int8.agreement is None and "no classes to agree on" in int8.failures[0]
     floats = check_parity(reference, {"y": reference["y"] + 1e-6}, FLOAT_TOLERANCE, variant="f")
     assert floats.passed and floats.agreement is None
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_reference_fails_loudly(bad):
+    reference = REF.copy()
+    reference[1, 1] = bad  # at the row's argmax: agreement holds, and NaN or inf never breaks a bound it is part of
+    result = check_parity({"logits": reference}, {"logits": REF}, FLOAT_TOLERANCE, variant="v", reference_name="eager")
+    assert not result.passed
+    assert any("reference eager's output 'logits' has 1 non-finite values" in f for f in result.failures), result.failures
+
+
+def test_a_partial_tolerance_override_keeps_the_rest_of_the_variants_tolerance(scratch_repository, tmp_path):
+    from crossdeploy.pipeline import load_tolerances
+
+    overrides = tmp_path / "overrides.toml"
+    overrides.write_text('["torch-onnx"]\nrtol = 0.0\n["torch-export"]\nmin_agreement = 0.5\n')
+    run = run_parity(scratch_repository, ["torch-onnx", "torch-export"], 1, load_tolerances(overrides), write=False)
+    tolerances = {v.config.name: v.result.tolerance for v in run.variants}
+    assert tolerances["torch-onnx"] == Tolerance(atol=FLOAT_TOLERANCE.atol, rtol=0.0, min_agreement=1.0)
+    assert tolerances["torch-export"] == FLOAT_TOLERANCE.overridden({"min_agreement": 0.5})
+    assert tolerances["torch-export"].atol is not None  # values are still compared
+
+
+def test_an_override_for_a_variant_the_repository_lacks_is_refused(scratch_repository):
+    with pytest.raises(CrossdeployError, match="torch-onxx"):
+        run_parity(scratch_repository, ["torch-onnx"], 1, {"torch-onxx": {"atol": 1e-3}}, write=False)

@@ -60,6 +60,11 @@ class Tolerance(BaseModel):
         diff = np.abs(candidate.astype(np.float64) - reference.astype(np.float64))
         return int((~(diff <= bound)).sum())
 
+    def overridden(self, values: dict) -> "Tolerance":
+        """This tolerance with some fields replaced: a partial override keeps the rest (an atol left out must not
+        turn the value comparison off)."""
+        return Tolerance.model_validate({**self.model_dump(), **values})
+
     def describe(self) -> str:
         if self.atol is None:
             drop = f", accuracy drop <= {self.max_accuracy_drop * 100:g} points" if self.max_accuracy_drop is not None else ""
