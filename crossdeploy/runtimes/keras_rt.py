@@ -7,6 +7,7 @@ import importlib
 import tensorflow as tf
 import tf_keras as keras
 
+from ._tf import use_threads
 from .base import Runtime
 
 
@@ -14,6 +15,7 @@ class KerasRuntime(Runtime):
     file = "model.keras"
 
     def _load(self) -> None:
+        use_threads(self.threads)
         if self.config.entry:  # the model's module registers its custom layers (keras.saving) on import
             importlib.import_module(self.config.entry.partition(":")[0])
         self.model = keras.models.load_model(str(self.artifact), compile=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from ._tf import use_threads
 from .base import Runtime
 
 
@@ -11,6 +12,7 @@ class SavedModelRuntime(Runtime):
     file = "model.savedmodel"
 
     def _load(self) -> None:
+        use_threads(self.threads)
         self.model = tf.saved_model.load(str(self.artifact))
         self._signature = self.model.signatures["serving_default"]
         _, keywords = self._signature.structured_input_signature
