@@ -108,6 +108,7 @@ def serve(host: Annotated[str, typer.Option(help="Address to bind (CROSSDEPLOY_H
           port: Annotated[int, typer.Option(min=1, max=65535, help="Port (CROSSDEPLOY_PORT).")] = S.port,
           repository: Repository = S.repository, threads: Threads = S.serve_threads,
           max_in_flight: Annotated[int, typer.Option(min=1, help="Requests in flight before 503.")] = S.max_in_flight,
+          retry_after: Annotated[int, typer.Option(min=0, help="Retry-After seconds of a 503 for too many in flight.")] = S.retry_after_s,
           max_batch: Annotated[int, typer.Option(min=1, help="Largest batch per request.")] = S.max_batch,
           max_body_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body (413 above).")] = S.max_body_bytes,
           inline_ms: Annotated[float, typer.Option(min=0.0, help="Run calls estimated below this on the event loop.")] = S.inline_ms,
@@ -116,7 +117,8 @@ def serve(host: Annotated[str, typer.Option(help="Address to bind (CROSSDEPLOY_H
     from crossdeploy.serving.app import serve as run
 
     settings = S.model_copy(update=dict(host=host, port=port, repository=repository, serve_threads=threads,
-                                        max_in_flight=max_in_flight, max_batch=max_batch, max_body_bytes=max_body_bytes,
+                                        max_in_flight=max_in_flight, retry_after_s=retry_after, max_batch=max_batch,
+                                        max_body_bytes=max_body_bytes,
                                         inline_ms=inline_ms, access_log=access_log))
     uvicorn_lines_to_terminal()
     with quiet(S.workdir, "serve"):

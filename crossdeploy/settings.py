@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(64, ge=1)
     """Requests allowed in flight at once; beyond it the gateway answers 503 with Retry-After."""
 
+    retry_after_s: int = Field(1, ge=0)
+    """Seconds a client refused for too many requests in flight is told to wait (the 503's Retry-After)."""
+
     max_batch: int = Field(1024, ge=1)
     """Largest batch one request may carry."""
 

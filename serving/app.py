@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None, repository: ModelRepository | N
         return app.openapi_schema
 
     app.openapi = document
-    app.add_middleware(InFlightLimit, limit=settings.max_in_flight, metrics=metrics)  # outermost: counts everything
+    app.add_middleware(InFlightLimit, limit=settings.max_in_flight, metrics=metrics, retry_after=settings.retry_after_s)  # outermost: counts everything
     return app
 
 

@@ -9,7 +9,7 @@ from fastapi import Request
 
 from crossdeploy.errors import InvalidInput, Overloaded, PayloadTooLarge, UnsupportedMediaType
 
-from .error_responses import error_response
+from .error_responses import TORCHSERVE_PREFIXES, error_response
 
 ENCODINGS = ("gzip", "deflate", "identity")
 FORM_URLENCODED = "application/x-www-form-urlencoded"
@@ -68,18 +68,22 @@ class InFlightLimit:
     """Pure ASGI middleware: beyond `limit` concurrent POSTs/PUTs, answer 503 + Retry-After at once instead of
     queueing without bound."""
 
-    def __init__(self, app, limit: int, metrics):
+    def __init__(self, app, limit: int, metrics, retry_after: int = 1):
         self.app, self.limit, self.metrics = app, limit, metrics
         self.current = 0
         metrics.in_flight = lambda: self.current
+        # Refusing must cost little when it happens most: each protocol's answer is built once and replayed.
+        refused = Overloaded(limit, retry_after)
+        headers = {"Retry-After": str(refused.retry_after)}
+        self.refusals = {torchserve: error_response(TORCHSERVE_PREFIXES[0] if torchserve else "/", 503, str(refused), headers)
+                         for torchserve in (False, True)}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):  # PUT: TorchServe's curl -T
             return await self.app(scope, receive, send)
         if self.current >= self.limit:
             self.metrics.rejected.labels("overloaded").inc()
-            response = error_response(scope["path"], 503, str(Overloaded(self.limit)), {"Retry-After": "1"})
-            return await response(scope, receive, send)
+            return await self.refusals[scope["path"].startswith(TORCHSERVE_PREFIXES)](scope, receive, send)
         self.current += 1
         try:
             await self.app(scope, receive, send)

@@ -119,3 +119,22 @@ def test_reloading_a_model_under_load_never_drops_a_request(small_repository):
         for worker in workers:
             worker.join(60)
         assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+
+
+def test_retry_after_is_the_configured_wait(small_repository):
+    with LiveGateway(small_repository, max_in_flight=1, retry_after_s=7) as live, \
+            httpx.Client(base_url=live.url, timeout=60) as http:
+        hold = threading.Event()
+        holder = threading.Thread(target=_slow_request, args=(live.port, hold))
+        holder.start()
+        deadline = time.monotonic() + 30
+        while "crossdeploy_requests_in_flight 1.0" not in http.get("/metrics").text:
+            assert time.monotonic() < deadline, "the slow request never got in flight"
+            time.sleep(0.05)
+        for path, body in (("/v2/models/torch-onnx/infer", GOOD), ("/predictions/torch-onnx", b'{"data": 1}')):
+            busy = http.post(path, content=body, headers={"Content-Type": "application/json"})
+            assert busy.status_code == 503 and busy.headers["Retry-After"] == "7", (path, busy.headers)
+            assert "retry after 7 s" in busy.text
+        hold.set()
+        holder.join(60)
+        assert http.post("/v2/models/torch-onnx/infer", content=GOOD).status_code == 200
