@@ -230,6 +230,17 @@ BAD = [
     ("unknown version", "POST", "/v2/models/torch-onnx/versions/99/infer", GOOD, {}, 404, "version 99"),
     ("version not a number", "POST", "/v2/models/torch-onnx/versions/latest/infer", GOOD, {}, 404, "not in the repository"),
     ("malformed json", "POST", V2, b'{"inputs": [', {}, 400, "malformed JSON"),
+    # One deeply nested request crashed TF Serving (CVE-2025-0649): each decoder refuses it with a 400.
+    ("nested json v2", "POST", V2, b"[" * 100_000, {}, 400, "depth limit"),
+    ("nested data v2", "POST", V2, b'{"inputs": [{"name": "image", "shape": [1, 8, 8], "datatype": "FP32", "data": '
+     + b"[" * 5000 + b"]" * 5000 + b"}]}", {}, 400, "depth limit"),
+    ("nested json tfserving", "POST", "/v1/models/torch-onnx:predict", b'{"instances": ' + b"[" * 100_000 + b"}", {}, 400,
+     "depth limit"),
+    ("nested json torchserve", "POST", "/predictions/torch-onnx", b'{"data": ' + b"[" * 100_000 + b"}", {}, 400, "depth limit"),
+    ("nested json compare", "POST", "/v1/compare", b"[" * 100_000, {}, 400, "depth limit"),
+    ("NaN literal", "POST", V2, _v2(data=[0.0] * 64).replace(b"[0.0, ", b"[NaN, ", 1), {}, 400, "malformed JSON"),
+    ("number beyond double", "POST", V2, _v2(data=[0.0] * 64).replace(b"[0.0, ", b"[1e999, ", 1), {}, 400, "infinity"),
+    ("invalid utf-8", "POST", V2, _v2(name="image").replace(b'"image"', b'"image\xff"', 1), {}, 400, "UTF-8"),
     ("empty body", "POST", V2, b"", {}, 400, "empty"),
     ("not an object", "POST", V2, b"[1, 2]", {}, 400, "JSON object"),
     ("missing inputs", "POST", V2, b'{"id": "x"}', {}, 400, "'inputs'"),
