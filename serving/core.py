@@ -17,7 +17,7 @@ import numpy as np
 from crossdeploy.errors import ModelNotFound
 
 from .metrics import Instruments, Metrics
-from .registry import ModelRegistry, Served
+from .registry import ModelRegistry, Retired, Served
 
 
 @dataclass
@@ -64,7 +64,12 @@ async def _on_executor(served: Served, inputs: dict[str, np.ndarray]) -> tuple[d
         result = served.runtime.predict_validated(inputs)
         return result, began, time.perf_counter_ns()
 
-    future = asyncio.get_running_loop().run_in_executor(served.executor, work)
+    try:
+        future = asyncio.get_running_loop().run_in_executor(served.executor, work)
+    except RuntimeError:  # the executor refuses new calls once shut down, which only a (re)load does
+        if served.retired:
+            raise Retired(served.name) from None
+        raise
     served.pending += 1  # down when the thread is done, even if this request is cancelled meanwhile
     served.executor_idle.clear()
 
@@ -98,10 +103,15 @@ class Gateway:
         timings = timings if timings is not None else Timings()
         served = None
         try:
-            served = self.registry.get(name, parse_version(name, version))
-            inputs = decode(served)
-            timings.decode_ns = time.perf_counter_ns() - start
-            outputs = await run(served, inputs, timings, self.inline_ns)
+            while True:
+                served = self.registry.get(name, parse_version(name, version))
+                inputs = decode(served)
+                timings.decode_ns = time.perf_counter_ns() - start
+                try:
+                    outputs = await run(served, inputs, timings, self.inline_ns)
+                    break
+                except Retired:  # reloaded between look-up and submission: the replacement answers
+                    continue
             encode_start = time.perf_counter_ns()
             response = encode(served, outputs)
             timings.encode_ns = time.perf_counter_ns() - encode_start

@@ -22,6 +22,11 @@ from crossdeploy.runtimes import Runtime, runtime_class
 
 log = logging.getLogger("crossdeploy.gateway")
 
+class Retired(Exception):
+    """The entry a request took was replaced by a (re)load before its call reached the executor: the request
+    looks the model up again and runs on the replacement. Never leaves the gateway."""
+
+
 PHASES = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
 
 
@@ -81,6 +86,7 @@ class Served:
     pending: int = 0  # calls submitted to the executor and not finished (counted on the event loop)
     executor_idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while pending is 0
     instruments: dict = field(default_factory=dict)  # protocol -> metrics.Instruments, looked up once
+    retired: bool = False  # replaced or unloaded: its executor takes no new calls
 
     @property
     def ready(self) -> bool:
@@ -140,7 +146,10 @@ class ModelRegistry:
             self._served[name] = entries
         self._ready = {}  # after the swap, and a new dict: see get()
         for entry in old.values():
-            # Calls already holding the old entry finish on it; its memory goes with the last reference.
+            # Calls already on its executor finish there (shutdown cancels nothing queued); a request that holds
+            # the entry but has not submitted yet is refused by the executor and re-resolves (Retired). The
+            # runtime's memory goes with the last reference.
+            entry.retired = True
             if entry.executor:
                 entry.executor.shutdown(wait=False)
 
@@ -151,6 +160,7 @@ class ModelRegistry:
         for name in list(self._served):
             entries = self._served.pop(name)
             for entry in entries.values():
+                entry.retired = True
                 if entry.executor:
                     entry.executor.shutdown(wait=True)
                 if entry.runtime and entry.runtime.ready:

@@ -1,0 +1,91 @@
+"""Reloading a model while requests run on its executor: a request that took the replaced entry is still answered.
+
+Every call here goes to the variant's executor (`inline_ms=0`), the path a slow variant or a large batch takes;
+small requests run inline and never reach it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+import time
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+
+from crossdeploy.repository import ModelRepository
+from crossdeploy.serving.core import Gateway
+from crossdeploy.serving.metrics import Metrics
+from crossdeploy.serving.registry import ModelRegistry
+
+from .live import LiveGateway
+
+pytestmark = pytest.mark.slow
+NAME = "torch-onnx"
+ROWS = 64
+LARGE = 512  # rows: a decode long enough that a reload often lands between look-up and submission
+
+
+@pytest.fixture
+def onnx_repository(repository, tmp_path) -> ModelRepository:
+    root = tmp_path / "model_repository"
+    shutil.copytree(repository.root / NAME, root / NAME)
+    return ModelRepository(root)
+
+
+def digits(rows: int) -> np.ndarray:
+    return np.random.default_rng(0).uniform(0, 16, size=(rows, 8, 8)).astype(np.float32)
+
+
+def test_a_request_holding_the_replaced_entry_is_answered_after_the_swap(onnx_repository):
+    """The reload lands between the request's look-up and its submission to the executor, every time."""
+    registry = ModelRegistry(onnx_repository, threads=1)
+    registry.load_all()
+    gateway = Gateway(registry, Metrics(), max_batch=ROWS, inline_ms=0.0)
+    image = digits(ROWS)
+    expected = registry.get(NAME).runtime.predict({"image": image})
+    held = []
+
+    def decode_then_reload(served):
+        held.append(served)
+        if len(held) == 1:
+            registry.load(NAME)  # what a concurrent POST .../load does at this instant
+        return {"image": image}
+
+    try:
+        outputs = asyncio.run(gateway.handle("v2", NAME, None, decode_then_reload, lambda served, out: out))
+        assert len(held) == 2 and held[1] is registry.get(NAME) is not held[0]  # answered by the replacement
+        for output, values in expected.items():
+            np.testing.assert_allclose(outputs[output], values, rtol=1e-5, atol=1e-5)
+    finally:
+        registry.close()
+
+
+def test_reloading_under_executor_load_never_answers_5xx(onnx_repository):
+    body = orjson.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": [LARGE, 8, 8],
+                                     "data": digits(LARGE).ravel().tolist()}]})
+    with LiveGateway(onnx_repository, inline_ms=0.0) as live, httpx.Client(base_url=live.url, timeout=60) as http:
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def hammer():
+            with httpx.Client(base_url=live.url, timeout=60) as client:
+                while not stop.is_set():
+                    statuses.append(client.post(f"/v2/models/{NAME}/infer", content=body).status_code)
+
+        workers = [threading.Thread(target=hammer) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        deadline = time.monotonic() + 60
+        while len(statuses) < 10:
+            assert time.monotonic() < deadline, "requests are not flowing"
+            time.sleep(0.01)
+        for _ in range(20):
+            assert http.post(f"/v2/repository/models/{NAME}/load").status_code == 200
+        stop.set()
+        for worker in workers:
+            worker.join(60)
+        assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
