@@ -22,6 +22,7 @@ from crossdeploy.runtimes import Runtime, runtime_class
 
 log = logging.getLogger("crossdeploy.gateway")
 
+
 class Retired(Exception):
     """The entry a request took was replaced by a (re)load before its call reached the executor: the request
     looks the model up again and runs on the replacement. Never leaves the gateway."""
