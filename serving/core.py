@@ -14,10 +14,13 @@ from typing import Callable
 
 import numpy as np
 
-from crossdeploy.errors import ModelNotFound
+from crossdeploy.errors import ModelNotFound, ModelNotReady
 
 from .metrics import Instruments, Metrics
 from .registry import ModelRegistry, Retired, Served
+
+
+RELOAD_RETRIES = 3  # a reload takes tens of ms: landing between look-up and submission 4 times running is a storm
 
 
 @dataclass
@@ -103,7 +106,7 @@ class Gateway:
         timings = timings if timings is not None else Timings()
         served = None
         try:
-            while True:
+            for attempt in range(RELOAD_RETRIES + 1):
                 served = self.registry.get(name, parse_version(name, version))
                 inputs = decode(served)
                 timings.decode_ns = time.perf_counter_ns() - start
@@ -111,7 +114,8 @@ class Gateway:
                     outputs = await run(served, inputs, timings, self.inline_ns)
                     break
                 except Retired:  # reloaded between look-up and submission: the replacement answers
-                    continue
+                    if attempt == RELOAD_RETRIES:  # reloaded again each time: say so rather than loop
+                        raise ModelNotReady(name, "reloaded repeatedly while this request waited; retry") from None
             encode_start = time.perf_counter_ns()
             response = encode(served, outputs)
             timings.encode_ns = time.perf_counter_ns() - encode_start
