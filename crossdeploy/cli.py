@@ -112,6 +112,7 @@ def serve(host: Annotated[str, typer.Option(help="Address to bind (CROSSDEPLOY_H
           max_batch: Annotated[int, typer.Option(min=1, help="Largest batch per request.")] = S.max_batch,
           max_body_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body (413 above).")] = S.max_body_bytes,
           inline_ms: Annotated[float, typer.Option(min=0.0, help="Run calls estimated below this on the event loop.")] = S.inline_ms,
+          inference_timeout: Annotated[float, typer.Option(min=0.001, help="Seconds one inference may take before 504.")] = S.inference_timeout_s,
           access_log: Annotated[bool, typer.Option(help="Log every request.")] = S.access_log):
     """Serve every variant of the repository: KServe V2, TF Serving REST, TorchServe, /v1/compare, /metrics."""
     from crossdeploy.serving.app import serve as run
@@ -119,7 +120,8 @@ def serve(host: Annotated[str, typer.Option(help="Address to bind (CROSSDEPLOY_H
     settings = S.model_copy(update=dict(host=host, port=port, repository=repository, serve_threads=threads,
                                         max_in_flight=max_in_flight, retry_after_s=retry_after, max_batch=max_batch,
                                         max_body_bytes=max_body_bytes,
-                                        inline_ms=inline_ms, access_log=access_log))
+                                        inline_ms=inline_ms, inference_timeout_s=inference_timeout,
+                                        access_log=access_log))
     uvicorn_lines_to_terminal()
     with quiet(S.workdir, "serve"):
         run(settings)

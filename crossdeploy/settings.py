@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +55,25 @@ class Settings(BaseSettings):
     inline_ms: float = Field(0.5, ge=0.0)
     """Inference estimated below this many milliseconds runs on the event loop (no thread hop) when its
     variant's executor is idle; 0 sends every call to the variant's executor thread."""
+
+    inference_timeout_s: float = Field(10.0, gt=0.0)
+    """Longest one inference may take: a call still running then is answered 504 in the protocol's format, and
+    its variant is reported not ready until the call returns or the variant is reloaded."""
+
+    model_control_mode: Literal["none", "explicit"] = "none"
+    """Triton's naming. "none": the repository's load/unload endpoints are refused (the repository is served as
+    it was at start). "explicit": they work, with the management token."""
+
+    management_token: str | None = None
+    """Bearer token the load/unload endpoints require in explicit mode; when not given one is generated and
+    written to `management_token_file` (0600)."""
+
+    management_token_file: Path | None = None
+    """Where a generated management token is written (0600); default <workdir>/management_token."""
+
+    expect_digest: str | None = None
+    """sha256 the repository's index must have (`crossdeploy repository-digest` prints it); the gateway refuses
+    to start on any other."""
 
     access_log: bool = False
     """Log every request (uvicorn's access log); off by default, as in Triton, to keep latency honest."""

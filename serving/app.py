@@ -22,7 +22,7 @@ from crossdeploy.settings import Settings
 from . import compare, kserve_v2, openapi, tfserving, torchserve, web
 from .core import Gateway
 from .error_responses import HANDLERS
-from .http import InFlightLimit
+from .admission import InFlightLimit
 from .metrics import Metrics
 from .registry import ModelRegistry
 from .routing import protocol_router, share_allowed_methods

@@ -63,7 +63,7 @@ class Metrics:
         self.models = Gauge("crossdeploy_models_loaded", "Served model versions by state", ("state",), registry=self.registry)
         self.rejected = Counter("crossdeploy_requests_rejected", "Requests refused before decoding, by reason",
                                 ("reason",), registry=self.registry)
-        self.in_flight: Callable[[], int] = lambda: 0  # the in-flight bound tells (see http.InFlightLimit)
+        self.in_flight: Callable[[], int] = lambda: 0  # the in-flight bound tells (see admission.InFlightLimit)
         self._instruments: dict[tuple[str, str, str], Instruments] = {}
         self.registry.register(RequestCollector(self))
 
