@@ -97,3 +97,33 @@ class Overloaded(CrossdeployError):
     def __init__(self, limit: int, retry_after: int = 1):
         self.limit, self.retry_after = limit, retry_after
         super().__init__(f"server busy: {limit} requests already in flight, retry after {retry_after} s")
+
+
+class InferenceTimeout(CrossdeployError):
+    """One inference ran past the deadline; the variant stays not ready until the call returns."""
+
+    def __init__(self, name: str, seconds: float):
+        self.name, self.seconds = name, seconds
+        super().__init__(f"model '{name}' did not answer within {seconds:g} s")
+
+
+class InferenceFailed(CrossdeployError):
+    """The runtime raised while running a request that passed validation: the variant's fault, not the caller's."""
+
+    def __init__(self, name: str, reason: str):
+        self.name, self.reason = name, reason
+        super().__init__(f"model '{name}' failed: {reason}")
+
+
+class Unauthorized(CrossdeployError):
+    """A management request without the right bearer token."""
+
+    def __init__(self, reason: str = "a valid bearer token is required (Authorization: Bearer <token>)"):
+        super().__init__(reason)
+
+
+class ManagementDisabled(CrossdeployError):
+    """Repository load/unload while the gateway runs with model control off."""
+
+    def __init__(self):
+        super().__init__("model control is off: start the gateway with --model-control-mode explicit to load or unload")

@@ -12,16 +12,18 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crossdeploy.errors import (
-    ArtifactError, CrossdeployError, InvalidInput, ModelNotFound, ModelNotReady, Overloaded, PayloadTooLarge,
-    UnsupportedMediaType,
+    ArtifactError, CrossdeployError, InferenceFailed, InferenceTimeout, InvalidInput, ManagementDisabled,
+    ModelNotFound, ModelNotReady, Overloaded, PayloadTooLarge, Unauthorized, UnsupportedMediaType,
 )
 
 STATUS = {ModelNotFound: 404, ModelNotReady: 503, InvalidInput: 400, PayloadTooLarge: 413,
-          UnsupportedMediaType: 415, Overloaded: 503, ArtifactError: 500}
+          UnsupportedMediaType: 415, Overloaded: 503, ArtifactError: 500, InferenceTimeout: 504,
+          InferenceFailed: 500, Unauthorized: 401, ManagementDisabled: 403}
 TORCHSERVE_PREFIXES = ("/predictions", "/ping", "/models")
 TORCHSERVE_TYPES = {404: "ModelNotFoundException", 503: "ServiceUnavailableException", 400: "BadRequestException",
                     413: "PayloadTooLargeException", 415: "UnsupportedMediaTypeException",
-                    405: "MethodNotAllowedException", 500: "InternalServerException"}
+                    405: "MethodNotAllowedException", 500: "InternalServerException", 504: "RequestTimeoutException",
+                    401: "UnauthorizedException", 403: "ForbiddenException"}
 log = logging.getLogger("crossdeploy.gateway")
 
 
@@ -47,6 +49,8 @@ def error_response(path: str, status: int, message: str, headers: dict | None = 
 
 async def crossdeploy_error(request: Request, exc: CrossdeployError) -> Response:
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Overloaded) else None
+    if isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": "Bearer"}
     return error_response(request.url.path, status_of(exc), str(exc), headers)
 
 
