@@ -1,17 +1,15 @@
 """KServe V2 / Open Inference Protocol routes, as Triton speaks them: health, server and model metadata,
 inference (JSON tensors and the binary tensor data extension, with the classification extension),
-statistics, configuration and the model repository extension. The wire forms are `codecs.v2_json` and
+statistics and configuration (the model repository extension: repository_api.py). The wire forms are `codecs.v2_json` and
 `codecs.v2_binary`; every request runs through the one `Gateway`."""
 
 from __future__ import annotations
 
 import orjson
 from fastapi import Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from crossdeploy import __version__
-from crossdeploy.errors import InvalidInput
 from crossdeploy.repository import PLATFORMS
 
 from . import openapi as doc
@@ -26,7 +24,6 @@ from .routing import protocol_router
 
 EXTENSIONS = ["binary_tensor_data", "classification", "statistics", "model_repository", "model_configuration"]
 MEDIA = ("application/json", "application/octet-stream", "application/vnd.kserve+json")
-INDEX_BODY_LIMIT = 64 * 1024
 router = protocol_router("KServe V2 / Open Inference Protocol")
 
 _LENGTH = {"description": "bytes of JSON header before the binary tensors (binary tensor data extension)",
@@ -195,52 +192,3 @@ async def model_stats(request: Request) -> Response:
     registry = _gateway(request).registry
     entries = [registry.lookup(name, version)] if "version" in request.path_params else registry.versions(name)
     return json_response({"model_stats": [_stat(entry) for entry in entries]})
-
-
-# ---------------------------------------------------------------------------------------------- repository
-@router.post("/v2/repository/index", **doc.operation(
-    "v2_repository_index", "Every model version in the repository and its state",
-    ok={"application/json": {"schema": {"type": "array", "items": doc.component(schemas.IndexEntry)}}},
-    errors=(400, 413, 415, 503), body=doc.json_body(doc.component(schemas.IndexRequest)), body_required=False))
-async def repository_index(request: Request) -> Response:
-    gateway = _gateway(request)
-    require_media(request, ("application/json",))
-    body = await read_body(request, INDEX_BODY_LIMIT)
-    document = v2_json.parse_request(body) if body.strip() else {}
-    ready_only = document.get("ready")
-    if ready_only is not None and not isinstance(ready_only, bool):
-        raise InvalidInput(f"'ready' must be true or false, got {ready_only!r}")
-    served = {(e.name, e.version): e for e in gateway.registry.all()}
-    rows = []
-    for name in await run_in_threadpool(gateway.registry.repository.names):
-        entries = [e for (n, _), e in served.items() if n == name]
-        if not entries:
-            rows.append({"name": name, "version": "", "state": "UNAVAILABLE", "reason": "unloaded"})
-        for e in entries:
-            rows.append({"name": name, "version": str(e.version), "state": e.state, "reason": e.reason})
-    return json_response([r for r in rows if r["state"] == "READY"] if ready_only else rows)
-
-
-_EMPTY = {"application/json": {"schema": doc.component(schemas.Empty)}}
-
-
-@router.post("/v2/repository/models/{name}/load", **doc.operation(
-    "v2_repository_load", "Load (or reload) a model from the repository", parameters=(doc.MODEL,), ok=_EMPTY,
-    errors=(400, 404, 503)))
-async def load_model(request: Request) -> Response:
-    name = request.path_params["name"]
-    entries = await run_in_threadpool(_gateway(request).load, name)
-    failed = [e for e in entries if not e.ready]
-    if failed:
-        raise InvalidInput(f"failed to load '{name}': {failed[0].reason}")
-    return json_response({})
-
-
-@router.post("/v2/repository/models/{name}/unload", **doc.operation(
-    "v2_repository_unload", "Unload a model", parameters=(doc.MODEL,), ok=_EMPTY, errors=(404, 503)))
-async def unload_model(request: Request) -> Response:
-    name = request.path_params["name"]
-    gateway = _gateway(request)
-    gateway.registry.versions(name)  # 404 for an unknown model
-    await run_in_threadpool(gateway.unload, name)
-    return json_response({})
