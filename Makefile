@@ -15,7 +15,7 @@ SOURCES := $(shell find models export crossdeploy -name '*.py' 2>/dev/null) cons
 WEB := serving/static/vendor/.built
 ORT_WEB := ort.wasm.min.mjs ort-wasm-simd-threaded.wasm ort-wasm-simd-threaded.mjs
 
-.PHONY: install web pipeline matrix up serve bench bench-quick bench-gateway test clean
+.PHONY: install web pipeline matrix up serve bench bench-quick bench-gateway fuzz soak test clean
 
 install: $(STAMP)
 
@@ -72,6 +72,18 @@ bench-quick: $(BUILT)
 BENCH_GATEWAY_ARGS ?=
 bench-gateway: $(BUILT)
 	$(BIN)/python -m crossdeploy.bench.gateway_floor --repository $(REPOSITORY) $(BENCH_GATEWAY_ARGS)
+
+# A longer fuzz than make test's: schemathesis over every operation of a live gateway, and the codecs' properties
+# with more examples; build/reports/fuzz/ (report.json, report.md). FUZZ_ARGS="--examples N" to change.
+FUZZ_ARGS ?=
+fuzz: $(BUILT)
+	$(BIN)/python -m crossdeploy.bench.fuzz --repository $(REPOSITORY) $(FUZZ_ARGS)
+
+# Overload and soak: closed- and open-loop load over every variant and protocol at capacity, at 4x, and back, for
+# 30 minutes (SOAK_ARGS="--minutes N"); build/reports/soak/ (report.json, report.md, PNGs over time).
+SOAK_ARGS ?=
+soak: $(BUILT)
+	$(BIN)/python -m crossdeploy.bench.soak --repository $(REPOSITORY) $(SOAK_ARGS)
 
 # The tables and figures of docs/, written from whatever reports build/reports/ holds (pipeline, matrix, bench,
 # bench-gateway); a report not made yet leaves its section as it was, or saying which target makes it.

@@ -19,11 +19,15 @@ ERROR = "Error"  # KServe V2, TF Serving, compare and the page's routes: {"error
 TORCHSERVE_ERROR = "TorchServeError"  # TorchServe: {"code", "type", "message"}
 REASONS = {
     400: "The request is malformed or does not fit the model's signature",
+    401: "A management request without the right bearer token (WWW-Authenticate: Bearer)",
+    403: "Model control is off (the gateway was not started with --model-control-mode explicit)",
     404: "No such model, version or file",
+    408: "The body did not arrive within the gateway's body deadline",
     413: "The body is larger than the gateway's limit (after decompression)",
     415: "Unsupported Content-Type or Content-Encoding",
     500: "The runtime failed on this input",
     503: "The model is not ready, or too many requests are in flight (Retry-After)",
+    504: "The model did not answer within the gateway's inference deadline",
 }
 COMPONENTS: dict[str, dict] = {
     ERROR: {"title": ERROR, "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
