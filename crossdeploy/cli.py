@@ -1,8 +1,9 @@
-"""`crossdeploy train | export | parity | pipeline | matrix | serve | bench | docs`: each parses and calls one library
+"""`crossdeploy train | export | parity | pipeline | matrix | serve | digest | bench | docs`: each parses and calls one library
 function, with the frameworks' own output sent to <workdir>/logs/<command>.log (see framework_log)."""
 
 from __future__ import annotations
 
+import enum
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -27,6 +28,7 @@ Epochs = Annotated[int, typer.Option(min=1, help="Training epochs per framework.
 Keep = Annotated[int, typer.Option(min=1, help="Versions kept per variant; older ones are pruned.")]
 Threads = Annotated[int, typer.Option(min=1, help="Intra-op threads per runtime.")]
 Tolerances = Annotated[Optional[Path], typer.Option(help="TOML of per-variant tolerance overrides.")]
+ModelControl = enum.Enum("ModelControl", {"none": "none", "explicit": "explicit"}, type=str)
 # Errors the user's own input explains in full; any other error names the frameworks' log, where the cause may be.
 INPUT_ERRORS = (ConfigError, RepositoryError, ModelNotFound, InvalidInput)
 
@@ -113,6 +115,8 @@ def serve(host: Annotated[str, typer.Option(help="Address to bind (CROSSDEPLOY_H
           max_body_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body (413 above).")] = S.max_body_bytes,
           inline_ms: Annotated[float, typer.Option(min=0.0, help="Run calls estimated below this on the event loop.")] = S.inline_ms,
           inference_timeout: Annotated[float, typer.Option(min=0.001, help="Seconds one inference may take before 504.")] = S.inference_timeout_s,
+          model_control_mode: Annotated[ModelControl, typer.Option(help="explicit: load/unload work, with the management token (CROSSDEPLOY_MANAGEMENT_TOKEN, else generated into <workdir>/management_token); none: refused.")] = ModelControl(S.model_control_mode),
+          expect_digest: Annotated[Optional[str], typer.Option(help="Refuse to start unless the repository has this digest (`crossdeploy digest`).", show_default=False)] = S.expect_digest,
           access_log: Annotated[bool, typer.Option(help="Log every request.")] = S.access_log):
     """Serve every variant of the repository: KServe V2, TF Serving REST, TorchServe, /v1/compare, /metrics."""
     from crossdeploy.serving.app import serve as run
@@ -121,10 +125,22 @@ def serve(host: Annotated[str, typer.Option(help="Address to bind (CROSSDEPLOY_H
                                         max_in_flight=max_in_flight, retry_after_s=retry_after, max_batch=max_batch,
                                         max_body_bytes=max_body_bytes,
                                         inline_ms=inline_ms, inference_timeout_s=inference_timeout,
+                                        model_control_mode=model_control_mode.value, expect_digest=expect_digest,
                                         access_log=access_log))
     uvicorn_lines_to_terminal()
     with quiet(S.workdir, "serve"):
         run(settings)
+
+
+@app.command()
+def digest(repository: Repository = S.repository):
+    """Print the repository's digest: a sha256 over every variant's config and file digests (for serve --expect-digest)."""
+    from crossdeploy.repository import ModelRepository
+
+    found = ModelRepository(repository)
+    if not found.exists() or not found.names():
+        raise RepositoryError(f"model repository {repository} is missing or empty")
+    print(found.digest())
 
 
 @app.command()

@@ -21,6 +21,7 @@ from crossdeploy.settings import Settings
 
 from . import compare, kserve_v2, openapi, repository_api, tfserving, torchserve, web
 from .core import Gateway
+from .management import describe, management_for, pinned_repository
 from .error_responses import HANDLERS
 from .admission import InFlightLimit
 from .metrics import Metrics
@@ -68,8 +69,10 @@ def served_facts(app: FastAPI) -> dict[str, dict]:
 def create_app(settings: Settings | None = None, repository: ModelRepository | None = None,
                console: Console | None = None) -> FastAPI:
     settings = settings or Settings()
-    repository = repository or ModelRepository(settings.repository, settings.keep_versions)
+    # Sealed, and pinned under --expect-digest (a repository with another digest is refused here, before serving).
+    repository = pinned_repository(settings, repository or ModelRepository(settings.repository, settings.keep_versions))
     metrics = Metrics()
+    management = management_for(settings, metrics.registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -86,6 +89,7 @@ def create_app(settings: Settings | None = None, repository: ModelRepository | N
         if console is not None:
             console.print(summary_table(gateway, f"http://{settings.host}:{settings.port}"))
             console.print(f"serving on [bold]http://{settings.host}:{settings.port}[/] — docs at /docs, metrics at /metrics")
+            console.print(describe(management, repository.pinned is not None), markup=False, highlight=False)
         for entry in (e for e in registry.all() if not e.ready):
             log.error("%s v%s is UNAVAILABLE: %s", entry.name, entry.version, entry.reason)
         yield
@@ -95,6 +99,7 @@ def create_app(settings: Settings | None = None, repository: ModelRepository | N
                   description=DESCRIPTION, telemetry=TELEMETRY_OFF)
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.management = management
     # Routes are tried in order: the protocols with the routes called thousands of times come first, and each
     # declares its inference route first. They join the app's own route list: FastAPI's include_router puts
     # every included router behind a matching layer of its own, a second walk over the routes per request.

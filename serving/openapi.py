@@ -36,6 +36,10 @@ COMPONENTS: dict[str, dict] = {
                                       "message": {"type": "string"}}},
 }
 JSON = "application/json"
+BEARER = "managementToken"  # the security scheme of load/unload (see management.py)
+SECURITY_SCHEMES = {BEARER: {"type": "http", "scheme": "bearer",
+                             "description": "The management token: CROSSDEPLOY_MANAGEMENT_TOKEN, or the file the "
+                                            "gateway names at start (<workdir>/management_token)"}}
 FORM_URLENCODED = "application/x-www-form-urlencoded"  # curl -d's default: the body is read as JSON
 
 
@@ -70,10 +74,11 @@ def json_body(schema: dict) -> dict[str, dict]:
 def operation(operation_id: str, summary: str, *, ok: dict[str, dict] | None = None, ok_headers: dict | None = None,
               errors: Iterable[int] = (), torchserve: bool = False, parameters: Iterable[dict] = (),
               body: dict[str, dict] | None = None, body_required: bool = True, also: dict[int, dict] | None = None,
-              description: str | None = None) -> dict[str, Any]:
+              description: str | None = None, secured: bool = False) -> dict[str, Any]:
     """Keyword arguments for `router.get/post/put`: the operation as /openapi.json shows it.
     `ok`: the 200 response's content by media type; `errors`: the statuses answered with the protocol's error
-    body; `also`: other responses, whole; `body`: the request content by media type."""
+    body; `also`: other responses, whole; `body`: the request content by media type; `secured`: the operation
+    needs the management token (bearer)."""
     error = ref(TORCHSERVE_ERROR if torchserve else ERROR)
     responses: dict[int, dict] = {200: {"description": "OK", "content": ok or {JSON: {"schema": {}}}}}
     if ok_headers:
@@ -83,12 +88,16 @@ def operation(operation_id: str, summary: str, *, ok: dict[str, dict] | None = N
         if status == 503:
             responses[status]["headers"] = {"Retry-After": {"description": "when too many requests are in flight",
                                                             "schema": {"type": "string"}}}
+        if status == 401:
+            responses[status]["headers"] = {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}}
     responses.update(also or {})
     extra: dict[str, Any] = {}
     if parameters:
         extra["parameters"] = list(parameters)
     if body:
         extra["requestBody"] = {"required": body_required, "content": body}
+    if secured:
+        extra["security"] = [{BEARER: []}]
     return {"operation_id": operation_id, "summary": summary, "description": description, "responses": responses,
             "openapi_extra": extra or None}
 
@@ -96,7 +105,8 @@ def operation(operation_id: str, summary: str, *, ok: dict[str, dict] | None = N
 def document(app: FastAPI, facts: dict[str, dict]) -> dict:
     """The OpenAPI document; `facts` are component schemas the running gateway fills in (e.g. the served input)."""
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+    components = schema["components"].setdefault("schemas", {})
     components.update(COMPONENTS)
     components.update(facts)
     for item in schema["paths"].values():

@@ -1,5 +1,5 @@
-"""KServe V2's model repository extension: the index of every model version and its state, and (with model
-control on) loading and unloading a model from the repository."""
+"""KServe V2's model repository extension: the index of every model version and its state (readable by anyone),
+and, with model control "explicit" and the management token, loading and unloading a model (management.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from crossdeploy.errors import InvalidInput
+from crossdeploy.repository import PinMismatch
 
 from . import openapi as doc
 from . import v2_schemas as schemas
@@ -49,13 +50,31 @@ async def repository_index(request: Request) -> Response:
 
 
 _EMPTY = {"application/json": {"schema": doc.component(schemas.Empty)}}
+_MANAGED = ("Needs `--model-control-mode explicit` (403 otherwise) and `Authorization: Bearer <management token>` "
+            "(401 without it).")
+
+
+def _pin_holds(gateway: Gateway, name: str) -> None:
+    """Under a pinned digest, a load whose config is not the pinned one is refused before anything is swapped:
+    the version being served stays (see docs/security.md)."""
+    repository = gateway.registry.repository
+    if repository.pinned is None or name not in repository.names():
+        return
+    try:
+        repository.config(name)
+    except PinMismatch as exc:
+        raise InvalidInput(f"failed to load '{name}': {exc.reason}") from exc
+    except Exception:  # any other fault of the config is the load's to report, as without a pin
+        return
 
 
 @router.post("/v2/repository/models/{name}/load", **doc.operation(
     "v2_repository_load", "Load (or reload) a model from the repository", parameters=(doc.MODEL,), ok=_EMPTY,
-    errors=(400, 404, 503)))
+    errors=(400, 401, 403, 404, 503), secured=True, description=_MANAGED))
 async def load_model(request: Request) -> Response:
+    request.app.state.management.authorize(request)
     name = request.path_params["name"]
+    await run_in_threadpool(_pin_holds, _gateway(request), name)
     entries = await run_in_threadpool(_gateway(request).load, name)
     failed = [e for e in entries if not e.ready]
     if failed:
@@ -64,8 +83,10 @@ async def load_model(request: Request) -> Response:
 
 
 @router.post("/v2/repository/models/{name}/unload", **doc.operation(
-    "v2_repository_unload", "Unload a model", parameters=(doc.MODEL,), ok=_EMPTY, errors=(404, 503)))
+    "v2_repository_unload", "Unload a model", parameters=(doc.MODEL,), ok=_EMPTY, errors=(401, 403, 404, 503),
+    secured=True, description=_MANAGED))
 async def unload_model(request: Request) -> Response:
+    request.app.state.management.authorize(request)
     name = request.path_params["name"]
     gateway = _gateway(request)
     gateway.registry.versions(name)  # 404 for an unknown model

@@ -19,6 +19,9 @@ TESTDATA = Path(__file__).parent / "testdata"
 GOOD = (TESTDATA / "v2_infer.json").read_bytes()
 pytestmark = pytest.mark.slow
 KEPT = ("torch-onnx", "keras-tflite", "torch-torchscript")
+TOKEN = "test-token"
+MANAGED = {"model_control_mode": "explicit", "management_token": TOKEN}  # load/unload need both
+MANAGE = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
@@ -33,7 +36,7 @@ def test_a_changed_artifact_is_refused_at_load_and_the_rest_serve(small_reposito
     config = small_repository.config("torch-onnx")
     artifact = small_repository.version_dir("torch-onnx", config.latest().version) / config.latest().files[0].path
     artifact.write_bytes(artifact.read_bytes() + b"\0")  # one byte appended after export
-    with LiveGateway(small_repository) as live, httpx.Client(base_url=live.url, timeout=60) as http:
+    with LiveGateway(small_repository, **MANAGED) as live, httpx.Client(base_url=live.url, timeout=60) as http:
         ready = http.get("/v2/models/torch-onnx/ready")
         assert ready.status_code == 503 and "sha256 mismatch" in ready.json()["error"]
         refused = http.post("/v2/models/torch-onnx/infer", content=GOOD)
@@ -48,7 +51,7 @@ def test_a_changed_artifact_is_refused_at_load_and_the_rest_serve(small_reposito
         assert {r["name"]: r["status"] for r in compare["variants"]} == {"keras-tflite": "ok", "torch-onnx": "error", "torch-torchscript": "ok"}
         # repaired on disk, reloaded through the repository API without a restart
         artifact.write_bytes(artifact.read_bytes()[:-1])
-        assert http.post("/v2/repository/models/torch-onnx/load").status_code == 200
+        assert http.post("/v2/repository/models/torch-onnx/load", headers=MANAGE).status_code == 200
         assert http.post("/v2/models/torch-onnx/infer", content=GOOD).status_code == 200
 
 
@@ -93,7 +96,7 @@ def test_a_variant_with_an_unknown_format_is_unavailable_and_the_rest_serve(smal
 
 
 def test_reloading_a_model_under_load_never_drops_a_request(small_repository):
-    with LiveGateway(small_repository) as live, httpx.Client(base_url=live.url, timeout=60) as http:
+    with LiveGateway(small_repository, **MANAGED) as live, httpx.Client(base_url=live.url, timeout=60) as http:
         statuses: list[int] = []
         stop = threading.Event()
 
@@ -113,7 +116,7 @@ def test_reloading_a_model_under_load_never_drops_a_request(small_repository):
             worker.start()
         served_at_least(20)  # requests are flowing before the first reload
         for _ in range(3):
-            assert http.post("/v2/repository/models/torch-onnx/load").status_code == 200
+            assert http.post("/v2/repository/models/torch-onnx/load", headers=MANAGE).status_code == 200
         served_at_least(len(statuses) + 20)  # and after the last
         stop.set()
         for worker in workers:

@@ -172,12 +172,35 @@ def test_a_hung_upstream_onnx_export_fails_its_dependents_without_looping(tmp_pa
 
 # ---- --register, then a live gateway loads the variants without a restart ----
 
+TOKEN = "test-token"
+MANAGE = {"Authorization": f"Bearer {TOKEN}"}
+# A factory module of the user's, beside the spec: --register carries it into the eager variant's version folder.
+STANDALONE = """
+import torch
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.linear(x.flatten(1))
+
+
+def build():
+    torch.manual_seed(0)
+    return Tiny()
+"""
+
 
 def test_register_then_the_gateway_loads_and_serves_the_new_variants(tmp_path, workdir, scratch_repository):
     import tritonclient.http as triton
 
+    (tmp_path / "tiny_linear_factory.py").write_text(STANDALONE)
     spec = spec_file(tmp_path, "tiny-linear", "pytorch", "linear_model", '["torch-onnx"]')
-    with LiveGateway(scratch_repository) as gateway:
+    spec.write_text(spec.read_text().replace("tests.test_matrix:linear_model", "tiny_linear_factory:build"))
+    with LiveGateway(scratch_repository, model_control_mode="explicit", management_token=TOKEN) as gateway:
         before = set(scratch_repository.names())
         code = main(["matrix", str(spec), "--workdir", str(workdir), "--out", str(tmp_path / "report"), "--register",
                      "--repository", str(scratch_repository.root), "--no-latency",
@@ -189,11 +212,14 @@ def test_register_then_the_gateway_loads_and_serves_the_new_variants(tmp_path, w
             config = scratch_repository.config(name)
             assert config.model == "tiny-linear" and config.latest().parity.passed
             assert all(len(f.sha256) == 64 for f in config.latest().files)
+        eager = scratch_repository.config("tiny-linear-torch-eager")  # the factory travelled with the weights
+        assert eager.entry == "tiny_linear_factory:build"
+        assert "tiny_linear_factory.py" in {f.path for f in eager.latest().files}
         client = triton.InferenceServerClient(gateway.address)
         assert not client.is_model_ready("tiny-linear-torch-onnx")  # not loaded until asked
         http = httpx.Client(base_url=gateway.url, timeout=60)
         for name in sorted(added):
-            assert http.post(f"/v2/repository/models/{name}/load").status_code == 200
+            assert http.post(f"/v2/repository/models/{name}/load", headers=MANAGE).status_code == 200
         index = {m["name"]: m["state"] for m in http.post("/v2/repository/index", json={}).json()}
         assert all(index[name] == "READY" for name in added)
         x = samples()[0][:3]
@@ -206,8 +232,19 @@ def test_register_then_the_gateway_loads_and_serves_the_new_variants(tmp_path, w
         compared = http.post("/v1/compare", json={"image": x[0].tolist(), "variants": sorted(added)}).json()
         rows = {v["name"]: v for v in compared["variants"]}
         assert set(rows) == added and rows["tiny-linear-torch-onnx"]["reference"] == "tiny-linear-torch-eager"
-        assert http.post("/v2/repository/models/tiny-linear-torch-onnx/unload").status_code == 200
+        assert http.post("/v2/repository/models/tiny-linear-torch-onnx/unload", headers=MANAGE).status_code == 200
         assert not client.is_model_ready("tiny-linear-torch-onnx")
+
+
+def test_register_refuses_an_eager_factory_that_cannot_travel(tmp_path, workdir, scratch_repository, capsys):
+    """tests/test_matrix.py imports relatively: copied alone into a version folder it could not be imported."""
+    spec = spec_file(tmp_path, "tiny-linear", "pytorch", "linear_model")
+    before = set(scratch_repository.names())
+    code = main(["matrix", str(spec), "--workdir", str(workdir), "--out", str(tmp_path / "report"), "--register",
+                 "--repository", str(scratch_repository.root), "--no-latency", *pathway_flags("torch-eager")])
+    err = capsys.readouterr().err
+    assert code == 1 and "'tiny-linear-torch-eager' carries its factory tests.test_matrix:linear_model" in err
+    assert "imports relatively" in err and set(scratch_repository.names()) == before
 
 
 def test_register_refuses_a_name_that_serves_another_model(tmp_path, workdir, scratch_repository, capsys):

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +21,10 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_spec
 from PIL import Image
 
+from crossdeploy.repository import ModelRepository
 from crossdeploy.serving.codecs import tfserving, torchserve, v2_binary, v2_json
 
+from .live import LiveGateway
 from .test_gateway import BAD, _blank_png, _huge_png, http, live  # noqa: F401  (the same live gateway fixtures)
 
 TESTDATA = Path(__file__).parent / "testdata"
@@ -167,12 +170,15 @@ def test_what_the_fuzzer_found_is_refused_as_documented(spec, http, case):
 # Schemathesis's command line, reading only /openapi.json: every phase that needs no links (examples, coverage,
 # fuzzing), positive and negative data, every check. (Its pytest plugin cannot take a fixture-built schema on
 # pytest 9.2, which renamed the node attribute the plugin rewrites; the CLI is the same engine.) tests/fuzz_hooks.py
-# draws the payloads JSON Schema cannot describe. Load and unload run in a run of their own, last and short:
+# draws the payloads JSON Schema cannot describe. Load and unload run in runs of their own, last and short:
 # each real load reopens every version of a variant (seconds), and an unload takes the variant away from the
-# operations tested after it.
+# operations tested after it. They run twice: on the shared gateway, where model control is off (403), and on a
+# small gateway of their own in explicit mode with the token, where they do load and unload; there schemathesis's
+# ignored_auth check replays them without the token and wants the documented 401.
 FUZZ = ["--checks", "all", "--phases", "examples,coverage,fuzzing", "--mode", "all", "--seed", "1",
         "--generation-database", "none", "--no-color", "--workers", "1", "--request-timeout", "60"]
 MUTATING = ["v2_repository_load", "v2_repository_unload"]
+TOKEN = "test-token"
 
 
 def _fuzz(live, folder: Path, *arguments: str) -> None:
@@ -183,6 +189,12 @@ def _fuzz(live, folder: Path, *arguments: str) -> None:
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
 
 
-def test_the_fuzzer_finds_nothing(live, tmp_path):
+def test_the_fuzzer_finds_nothing(live, repository, tmp_path):
     _fuzz(live, tmp_path, "--max-examples", "8", *[f"--exclude-operation-id={op}" for op in MUTATING])
-    _fuzz(live, tmp_path, "--max-examples", "2", *[f"--include-operation-id={op}" for op in MUTATING])
+    mutating = [f"--include-operation-id={op}" for op in MUTATING]
+    _fuzz(live, tmp_path, "--max-examples", "2", *mutating)  # model control off: 403
+    small = tmp_path / "model_repository"
+    for name in ("torch-onnx", "keras-tflite"):
+        shutil.copytree(repository.root / name, small / name)
+    with LiveGateway(ModelRepository(small), model_control_mode="explicit", management_token=TOKEN) as managed:
+        _fuzz(managed, tmp_path, "--max-examples", "2", "--header", f"Authorization: Bearer {TOKEN}", *mutating)

@@ -2,22 +2,47 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from pathlib import PurePosixPath
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from crossdeploy.errors import ModelNotFound
 
 from .vocabulary import TensorSignature, Tolerance
 
 CONFIG = "config.json"
+# module.path:function, nothing else: an entry is never a file path.
+ENTRY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
+def unsafe_path(path: str) -> str | None:
+    """Why `path` cannot name a file inside a version folder (None when it can): the check on the text alone;
+    where a symlink leads is the repository's check (it needs the disk)."""
+    if not path or "\0" in path or "\\" in path:
+        return "a file path must be non-empty, without NUL or backslash"
+    pure = PurePosixPath(path)
+    if pure.is_absolute():
+        return f"file path '{path}' is absolute; it must be relative to the version folder"
+    if ".." in pure.parts:
+        return f"file path '{path}' leaves the version folder ('..')"
+    return None
 
 
 class FileRecord(BaseModel):
-    path: str  # relative to the version folder
+    path: str  # relative to the version folder, inside it
     sha256: str
     size: int
+
+    @field_validator("path")
+    @classmethod
+    def _inside_the_version(cls, value: str) -> str:
+        reason = unsafe_path(value)
+        if reason:
+            raise ValueError(reason)
+        return value
 
 
 class ToolStep(BaseModel):
@@ -77,10 +102,17 @@ class VariantConfig(BaseModel):
     dynamic_batch: bool
     max_batch: int | None = None
     batch_note: str = ""
-    entry: str | None = None  # model code for formats that are weights only (torch-eager)
+    entry: str | None = None  # model code for formats that are weights only (torch-eager): "module:function"
     notes: list[str] = []  # what a user deploying this artifact must know
     tolerance: Tolerance
     versions: list[VersionRecord] = []
+
+    @field_validator("entry")
+    @classmethod
+    def _module_and_function(cls, value: str | None) -> str | None:
+        if value is not None and not ENTRY.fullmatch(value):
+            raise ValueError(f"entry '{value[:80]}' must be 'module:function' (a module name, not a path)")
+        return value
 
     def latest(self) -> VersionRecord:
         return max(self.versions, key=lambda record: record.version)

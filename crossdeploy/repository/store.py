@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from crossdeploy.errors import ConfigError, ModelNotFound, RepositoryError
 
 from .config import CONFIG, FileRecord, ParityResult, VariantConfig, VersionRecord
+from .integrity import PinMismatch, check_entry, check_files, index_digest, variant_digest, variant_digests
 
 STAGING = ".staging"
 
@@ -43,9 +44,16 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 class ModelRepository:
-    def __init__(self, root: Path | str, keep_versions: int = 2):
+    """`sealed`: configs may name model code only from their version folders or the crossdeploy package (what
+    a gateway serves). `pinned`: each variant's config digest as the pinned repository digest covers it; any
+    other config is refused (see integrity.py)."""
+
+    def __init__(self, root: Path | str, keep_versions: int = 2, *, sealed: bool = False,
+                 pinned: dict[str, str | None] | None = None):
         self.root = Path(root)
         self.keep_versions = keep_versions
+        self.sealed = sealed
+        self.pinned = pinned
 
     def exists(self) -> bool:
         return self.root.is_dir()
@@ -65,14 +73,29 @@ class ModelRepository:
             raise ModelNotFound(name)
         if not path.is_file():
             raise ConfigError(str(path), f"variant '{name}' has no {CONFIG}")
+        raw = path.read_bytes()
+        if self.pinned is not None and self.pinned.get(name) != variant_digest(raw):
+            raise PinMismatch(str(path), f"variant '{name}': the config is not the one the pinned repository "
+                                         "digest covers (--expect-digest)")
         try:
-            return VariantConfig.model_validate_json(path.read_bytes())
+            config = VariantConfig.model_validate_json(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "(root)"
             raise ConfigError(str(path), f"variant '{name}': {where}: {first['msg']}") from exc
         except (ValueError, UnicodeDecodeError) as exc:
             raise ConfigError(str(path), f"variant '{name}': not valid JSON ({exc})") from exc
+        check_files(self.root, name, config, str(path))
+        if self.sealed:
+            check_entry(config, str(path))
+        return config
+
+    def digests(self) -> dict[str, str | None]:
+        """Each variant's config digest (None: no config); `digest()` is the repository's, over all of them."""
+        return variant_digests(self.root, self.names())
+
+    def digest(self) -> str:
+        return index_digest(self.digests())
 
     def list(self) -> list[VariantConfig]:
         return [self.config(name) for name in self.names()]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-
 import tensorflow as tf
 import tf_keras as keras
 
+from ._entry import entry_module
 from ._tf import use_threads
 from .base import Runtime
 
@@ -17,7 +16,7 @@ class KerasRuntime(Runtime):
     def _load(self) -> None:
         use_threads(self.threads)
         if self.config.entry:  # the model's module registers its custom layers (keras.saving) on import
-            importlib.import_module(self.config.entry.partition(":")[0])
+            entry_module(self.config, self.version, self.directory)
         self.model = keras.models.load_model(str(self.artifact), compile=False)
 
     def _run(self, inputs):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-
 import torch
 
 from crossdeploy.errors import ArtifactError
 
 from . import _torch
+from ._entry import entry_function
 from .base import Runtime
 
 
@@ -18,8 +17,7 @@ class TorchEagerRuntime(Runtime):
     def _load(self) -> None:
         if not self.config.entry:
             raise ArtifactError(self.name, str(self.directory), "config names no model code ('entry')")
-        module_name, _, function = self.config.entry.partition(":")
-        model = getattr(importlib.import_module(module_name), function)()
+        model = entry_function(self.config, self.version, self.directory)()
         model.load_state_dict(torch.load(self.artifact, map_location="cpu", weights_only=True))
         self.model = model.eval()
 
