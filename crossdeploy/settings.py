@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(64, ge=1)
     """Requests allowed in flight at once; beyond it the gateway answers 503 with Retry-After."""
 
+    admission_wait_ms: float = Field(250.0, ge=0.0)
+    """How long a request beyond `max_in_flight` waits for a free slot (first come, first served) before it is
+    refused with 503; 0 refuses at once. Under overload this keeps clients that resend at once from turning the
+    gateway's time into refusals (docs/reliability.md)."""
+
+    max_waiting: int = Field(1024, ge=0)
+    """Requests that may wait for a slot at once; beyond it a request is refused without waiting."""
+
     retry_after_s: int = Field(1, ge=0)
     """Seconds a client refused for too many requests in flight is told to wait (the 503's Retry-After)."""
 
@@ -77,3 +85,7 @@ class Settings(BaseSettings):
 
     access_log: bool = False
     """Log every request (uvicorn's access log); off by default, as in Triton, to keep latency honest."""
+
+    probe_interval_s: float = Field(2.0, ge=0.0)
+    """How long a health probe's verdict is reused: a model's ready endpoint (and /v2/health/ready, /ping) runs
+    a real batch-1 inference of it at most once per this many seconds; 0 probes on every ask."""

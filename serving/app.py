@@ -114,7 +114,8 @@ def create_app(settings: Settings | None = None, repository: ModelRepository | N
         return app.openapi_schema
 
     app.openapi = document
-    app.add_middleware(InFlightLimit, limit=settings.max_in_flight, metrics=metrics, retry_after=settings.retry_after_s)  # outermost: counts everything
+    app.add_middleware(InFlightLimit, limit=settings.max_in_flight, metrics=metrics, retry_after=settings.retry_after_s,
+                       wait_s=settings.admission_wait_ms / 1e3, max_waiting=settings.max_waiting)  # outermost: counts everything
     return app
 
 
