@@ -106,13 +106,13 @@ def _selected(request: Request, document: dict | None) -> list[str] | None:
     body={**UPLOAD_BODY, **doc.json_body(REQUEST)}))
 async def compare(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    kind, payload = await read_upload(request, gateway.max_body_bytes)
+    kind, payload = await gateway.receive("compare", "", read_upload(request, gateway.max_body_bytes))
     document = _document(kind, payload)
     names = _selected(request, document)
     for name in names or []:
         gateway.registry.versions(name)  # 404 for an unknown variant
     candidates = [gateway.registry.lookup(n) for n in (names or gateway.registry.names())]
-    ready = [entry for entry in candidates if entry.ready]
+    ready = [entry for entry in candidates if entry.loaded]  # one failing now answers in its row
     if not ready:
         raise InvalidInput("none of the requested variants is ready")
     inputs = decode_input(kind, payload, document, ready[0], gateway.max_batch)

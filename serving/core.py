@@ -7,19 +7,21 @@ the call (inline or on the variant's own executor) and records Triton-style stat
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Awaitable, Callable, TypeVar
 
 import numpy as np
 
-from crossdeploy.errors import ModelNotFound, ModelNotReady
+from crossdeploy.errors import InvalidInput, ModelNotFound, ModelNotReady
 
-from .metrics import Instruments, Metrics
+from . import execution
+from .execution import on_executor, refuse_if_stalled, wait_idle
+from .metrics import Instruments, Metrics, kind_of
 from .registry import ModelRegistry, Retired, Served
 
 
+T = TypeVar("T")
 RELOAD_RETRIES = 3  # a reload takes tens of ms: landing between look-up and submission 4 times running is a storm
 
 
@@ -40,61 +42,49 @@ def parse_version(name: str, version: str | None) -> int | None:
 
 
 async def run(served: Served, inputs: dict[str, np.ndarray], timings: Timings, inline_ns: float) -> dict[str, np.ndarray]:
-    """Inline on the event loop when the call is known to be cheaper than a thread hop's worth (`inline_ns`),
-    once nothing of this version runs on its executor (an adapter is never entered twice at once); otherwise on
-    the version's own executor thread, so a slow variant queues only its own requests."""
+    """Inline on the event loop when the call is known to be cheaper than a thread hop's worth (`inline_ns`)
+    and the version never overran its deadline, once nothing of this version runs on its executor (an adapter
+    is never entered twice at once); otherwise on the version's own executor thread, so a slow variant queues
+    only its own requests. Either way within the inference deadline (serving/execution.py)."""
+    refuse_if_stalled(served)
     rows = next(iter(inputs.values())).shape[0]
     estimate = served.cost.estimate(rows)
-    if estimate is not None and estimate <= inline_ns:
-        while served.pending:  # a larger call is on the executor: wait for it rather than queue behind it there
-            await served.executor_idle.wait()
-        started = time.perf_counter_ns()
-        outputs = served.runtime.predict_validated(inputs)
-        finished = time.perf_counter_ns()
+    if estimate is not None and estimate <= inline_ns and not served.inline_banned:
+        if served.pending:  # a larger call is on the executor: wait for it rather than queue behind it there
+            await wait_idle(served)
+        outputs, started, finished = execution.inline(served, inputs)
         timings.queue_ns = 0
     else:
-        outputs, started, finished, timings.queue_ns = await _on_executor(served, inputs)
+        outputs, started, finished, timings.queue_ns = await on_executor(served, inputs)
     timings.infer_ns = finished - started
     served.cost.observe(rows, timings.infer_ns)
     return outputs
-
-
-async def _on_executor(served: Served, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int, int, int]:
-    submitted = time.perf_counter_ns()
-
-    def work():
-        began = time.perf_counter_ns()
-        result = served.runtime.predict_validated(inputs)
-        return result, began, time.perf_counter_ns()
-
-    try:
-        future = asyncio.get_running_loop().run_in_executor(served.executor, work)
-    except RuntimeError:  # the executor refuses new calls once shut down, which only a (re)load does
-        if served.retired:
-            raise Retired(served.name) from None
-        raise
-    served.pending += 1  # down when the thread is done, even if this request is cancelled meanwhile
-    served.executor_idle.clear()
-
-    def done(_):
-        served.pending -= 1
-        if not served.pending:
-            served.executor_idle.set()
-    future.add_done_callback(done)
-    outputs, started, finished = await future
-    return outputs, started, finished, started - submitted
 
 
 class Gateway:
     """What routers get from the app: the registry, the limits and the instruments."""
 
     def __init__(self, registry: ModelRegistry, metrics: Metrics, max_batch: int, inline_ms: float = 0.0,
-                 max_body_bytes: int = 1 << 20):
+                 max_body_bytes: int = 1 << 20, inference_timeout_s: float = 10.0, probe_interval_s: float = 2.0):
         self.registry = registry
         self.metrics = metrics
         self.max_batch = max_batch
         self.max_body_bytes = max_body_bytes
         self.inline_ns = inline_ms * 1e6
+        self.limits = registry.limits  # shared with every entry: a change reaches the loaded ones too
+        self.limits.deadline_s = inference_timeout_s
+        self.limits.probe_interval_s = probe_interval_s
+        metrics.entries = registry.all
+
+    async def receive(self, protocol: str, name: str, read: Awaitable[T]) -> T:
+        """Awaits a route's body reading, counting a refusal there (too large, wrong media type) like a failed
+        inference of the model it named."""
+        try:
+            return await read
+        except Exception as exc:
+            known = name in self.registry.names()  # an unknown name must not become a label
+            self._count(self.metrics.instruments(name if known else "unknown", "", protocol), exc)
+            raise
 
     async def handle(self, protocol: str, name: str, version: str | None,
                      decode: Callable[[Served], dict[str, np.ndarray]],
@@ -119,18 +109,22 @@ class Gateway:
             encode_start = time.perf_counter_ns()
             response = encode(served, outputs)
             timings.encode_ns = time.perf_counter_ns() - encode_start
-        except Exception:  # named errors become 4xx/5xx in the protocol's shape; every failure is counted
-            self._record_failure(served, protocol, start)
+        except Exception as exc:  # named errors become 4xx/5xx in the protocol's shape; every failure is counted
+            self._record_failure(served, protocol, start, exc)
             raise
         self._record_success(served, protocol, start, timings, next(iter(inputs.values())).shape[0])
         return response
 
     def load(self, name: str) -> list[Served]:
-        """(Re)loads every version of `name` from the repository; blocking, call it off the event loop."""
+        """(Re)loads every version of `name` from the repository; blocking, call it off the event loop. A reload
+        that fails for a version already serving leaves that version as it was and is the caller's 400."""
         if name not in self.registry.repository.names():
             raise ModelNotFound(name)
         entries = self.registry.load(name)
         self.count_models()
+        kept = [e for e in entries if e.reload_error]
+        if kept:
+            raise InvalidInput(f"failed to load '{name}': {kept[0].reload_error}")
         return entries
 
     def unload(self, name: str) -> None:
@@ -150,8 +144,14 @@ class Gateway:
             found = served.instruments[protocol] = self.metrics.instruments(served.name, str(served.version), protocol)
         return found
 
-    def _record_failure(self, served: Served | None, protocol: str, start: int) -> None:
-        self._instruments(served, protocol).fail += 1
+    @staticmethod
+    def _count(instruments: Instruments, exc: BaseException) -> None:
+        instruments.fail += 1
+        kind = kind_of(exc)
+        instruments.failures[kind] = instruments.failures.get(kind, 0) + 1
+
+    def _record_failure(self, served: Served | None, protocol: str, start: int, exc: BaseException) -> None:
+        self._count(self._instruments(served, protocol), exc)
         if served is not None:
             served.stats.phases["fail"].add(time.perf_counter_ns() - start)
 

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from crossdeploy import __version__
 from crossdeploy.repository import PLATFORMS
 
+from . import health
 from . import openapi as doc
 from . import v2_schemas as schemas
 from .codecs import v2_binary, v2_json
@@ -33,7 +34,7 @@ _BINARY = {"type": "string", "format": "binary",
 _INFER = {
     "ok": {"application/json": {"schema": doc.component(schemas.InferenceResponse)}, "application/octet-stream": {"schema": _BINARY}},
     "ok_headers": {HEADER_LENGTH: {"description": "present when outputs are binary", "schema": {"type": "integer"}}},
-    "errors": (400, 404, 413, 415, 500, 503),
+    "errors": (400, 404, 413, 415, 500, 503, 504),
     "body": {**{m: {"schema": doc.component("InferenceRequest", schemas.INFERENCE_REQUEST)} for m in ("application/json", "application/vnd.kserve+json")},
              "application/octet-stream": {"schema": _BINARY}},
 }
@@ -44,6 +45,11 @@ def _gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
+async def _read(request: Request, limit: int) -> bytes:
+    require_media(request, MEDIA)
+    return await read_body(request, limit)
+
+
 @router.post("/v2/models/{name}/infer", **doc.operation(
     "v2_infer", "Inference (JSON or binary tensor data)", parameters=(doc.MODEL, _HEADER), **_INFER))
 @router.post("/v2/models/{name}/versions/{version}/infer", **doc.operation(
@@ -51,8 +57,7 @@ def _gateway(request: Request) -> Gateway:
 async def infer(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     params = request.path_params
-    require_media(request, MEDIA)
-    body = await read_body(request, gateway.max_body_bytes)
+    body = await gateway.receive("v2", params["name"], _read(request, gateway.max_body_bytes))
     header_length = request.headers.get(HEADER_LENGTH)
     parsed: dict = {}
 
@@ -87,14 +92,16 @@ async def live(request: Request) -> Response:
 _READY = {"application/json": {"schema": doc.component(schemas.ServerReadiness)}}
 
 
-@router.get("/v2/health/ready", **doc.operation("v2_ready", "Readiness: models loaded and at least one ready", ok=_READY,
-                                                also={503: {"description": "no model is ready", "content": _READY}}))
+@router.get("/v2/health/ready", **doc.operation(
+    "v2_ready", "Readiness: every version that loaded answers its health probe (a real inference)", ok=_READY,
+    also={503: {"description": "a loaded version is not ready now, or none loaded", "content": _READY}}))
 async def ready(request: Request) -> Response:
     state = getattr(request.app.state, "gateway", None)
-    entries = state.registry.all() if state else []
+    entries = await health.check_all(state.registry) if state else []
     ready_count = sum(entry.ready for entry in entries)
-    body = {"ready": ready_count > 0, "models_ready": ready_count, "models_unavailable": len(entries) - ready_count}
-    return json_response(body, 200 if ready_count else 503)
+    is_ready = health.server_ready(entries)
+    body = {"ready": is_ready, "models_ready": ready_count, "models_unavailable": len(entries) - ready_count}
+    return json_response(body, 200 if is_ready else 503)
 
 
 def _version(request: Request) -> tuple[str, int | None]:
@@ -142,9 +149,12 @@ _READINESS = {"ok": _MODEL_READY, "errors": (404,), "also": {503: {"description"
 async def model_ready(request: Request) -> Response:
     name, version = _version(request)
     entry = _gateway(request).registry.lookup(name, version)
+    await health.check(entry)
     body = {"name": name, "version": str(entry.version), "ready": entry.ready}
     if not entry.ready:
         body["error"] = f"model '{name}' is not ready: {entry.reason}"
+    elif entry.reason:  # ready, with something to know (its artifact changed on disk, a reload failed)
+        body["reason"] = entry.reason
     return json_response(body, 200 if entry.ready else 503)
 
 

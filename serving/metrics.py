@@ -8,6 +8,7 @@ every call, which on a sub-millisecond request is a measurable share of the gate
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from typing import Callable, Iterator
 
@@ -17,8 +18,27 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from crossdeploy.errors import (
+    ArtifactError, CrossdeployError, InferenceFailed, InferenceTimeout, InvalidInput, ModelNotFound, ModelNotReady,
+    Overloaded, PayloadTooLarge, UnsupportedMediaType,
+)
+
 BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 PHASES = ("queue", "decode", "inference", "encode")
+# The `kind` label of crossdeploy_failures_total, by error class (the nearest listed base class wins); another
+# named error is its class name in snake case, anything else "internal".
+KINDS = {InvalidInput: "invalid_input", ModelNotFound: "not_found", ModelNotReady: "not_ready",
+         InferenceTimeout: "timeout", InferenceFailed: "runtime_error", PayloadTooLarge: "payload_too_large",
+         UnsupportedMediaType: "unsupported_media_type", Overloaded: "overloaded", ArtifactError: "artifact_error"}
+
+
+def kind_of(exc: BaseException) -> str:
+    for cls in type(exc).__mro__:
+        if cls in KINDS:
+            return KINDS[cls]
+    if isinstance(exc, CrossdeployError):
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+    return "internal"
 
 
 class Tally:
@@ -45,11 +65,12 @@ class Tally:
 class Instruments:
     """What one (model, version, protocol) records per request."""
 
-    __slots__ = ("success", "fail", "phases", "latency")
+    __slots__ = ("success", "fail", "failures", "phases", "latency")
 
     def __init__(self) -> None:
         self.success = 0
         self.fail = 0
+        self.failures: dict[str, int] = {}  # kind -> count (see KINDS)
         self.phases = {phase: Tally() for phase in PHASES}
         self.latency = Tally()
 
@@ -64,6 +85,7 @@ class Metrics:
         self.rejected = Counter("crossdeploy_requests_rejected", "Requests refused before decoding, by reason",
                                 ("reason",), registry=self.registry)
         self.in_flight: Callable[[], int] = lambda: 0  # the in-flight bound tells (see admission.InFlightLimit)
+        self.entries: Callable[[], list] = lambda: []  # the served versions (the gateway tells)
         self._instruments: dict[tuple[str, str, str], Instruments] = {}
         self.registry.register(RequestCollector(self))
 
@@ -92,19 +114,41 @@ class RequestCollector:
                                       labels=("model", "protocol", "phase"))
         latency = HistogramMetricFamily("crossdeploy_request_seconds", "Server-side time of a whole inference request",
                                         labels=("model", "protocol"))
+        failures = CounterMetricFamily("crossdeploy_failures", "Failed requests by model, version, protocol and kind "
+                                       "(invalid_input, not_found, not_ready, timeout, runtime_error, payload_too_large, …)",
+                                       labels=("model", "version", "protocol", "kind"))
         merged: dict[tuple[str, str], list[Instruments]] = {}
         for (model, version, protocol), instruments in self.metrics.items():
             requests.add_metric((model, version, protocol, "success"), instruments.success)
             requests.add_metric((model, version, protocol, "fail"), instruments.fail)
+            for kind, count in list(instruments.failures.items()):
+                failures.add_metric((model, version, protocol, kind), count)
             merged.setdefault((model, protocol), []).append(instruments)
         for (model, protocol), group in merged.items():
             for name in PHASES:
                 _add_tally(phase, (model, protocol, name), [i.phases[name] for i in group])
             _add_tally(latency, (model, protocol), [i.latency for i in group])
         yield requests
+        yield failures
         yield phase
         yield latency
+        yield from self._health()
         yield GaugeMetricFamily("crossdeploy_requests_in_flight", "Requests being handled now", value=self.metrics.in_flight())
+
+
+    def _health(self) -> Iterator:
+        """Per served version, what the last health probe found (probes run when a ready endpoint is asked)."""
+        ready = GaugeMetricFamily("crossdeploy_model_ready", "1 when the version was ready at its last health probe "
+                                  "(loaded, no call past the deadline, the probe's inference answered)", labels=("model", "version"))
+        growth = CounterMetricFamily("crossdeploy_probe_rss_growth_bytes", "Process RSS growth measured across this "
+                                     "version's health-probe inferences: a leak hint (other variants' concurrent calls "
+                                     "count too), not an attribution", labels=("model", "version"))
+        for entry in self.metrics.entries():
+            labels = (entry.name, str(entry.version))
+            ready.add_metric(labels, 1.0 if entry.ready else 0.0)
+            growth.add_metric(labels, entry.probe_rss_growth)
+        yield ready
+        yield growth
 
 
 def _add_tally(family: HistogramMetricFamily, labels: tuple[str, ...], tallies: list[Tally]) -> None:

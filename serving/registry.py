@@ -16,8 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
+
 from crossdeploy.errors import CrossdeployError, ModelNotFound, ModelNotReady, first_line
-from crossdeploy.repository import ModelRepository, VariantConfig
+from crossdeploy.repository import V2_TO_NUMPY, ModelRepository, VariantConfig
 from crossdeploy.runtimes import Runtime, runtime_class
 
 log = logging.getLogger("crossdeploy.gateway")
@@ -73,14 +75,37 @@ class Cost:
 
 
 @dataclass
+class Limits:
+    """What one call may take, shared by every entry so that a setting reaches entries loaded before it."""
+
+    deadline_s: float = 10.0
+    probe_interval_s: float = 2.0
+
+
+@dataclass
+class Health:
+    """The last health probe's verdict: a real batch-1 inference, and the artifact's files against the config."""
+
+    ok: bool
+    reason: str = ""
+    at: float = 0.0  # time.monotonic() of the probe
+
+
+def probe_inputs(config: VariantConfig) -> dict[str, np.ndarray]:
+    """A batch-1 input of the variant's signature (zeros: every digits model takes a blank image)."""
+    return {s.name: np.zeros([1 if d == -1 else d for d in s.shape], dtype=V2_TO_NUMPY[s.datatype]) for s in config.inputs}
+
+
+@dataclass
 class Served:
     name: str
     version: int
     config: VariantConfig | None
     runtime: Runtime | None
-    state: str  # READY | UNAVAILABLE
-    reason: str = ""
+    load_state: str  # READY | UNAVAILABLE: whether the runtime loaded (and answered its warm-up)
+    load_reason: str = ""
     load_seconds: float = 0.0
+    limits: Limits = field(default_factory=Limits)
     stats: Stats = field(default_factory=Stats)
     executor: ThreadPoolExecutor | None = None
     cost: Cost = field(default_factory=Cost)
@@ -88,10 +113,46 @@ class Served:
     executor_idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while pending is 0
     instruments: dict = field(default_factory=dict)  # protocol -> metrics.Instruments, looked up once
     retired: bool = False  # replaced or unloaded: its executor takes no new calls
+    running_since: int = 0  # perf_counter_ns when the executor's current call began (set by that thread); 0 idle
+    inline_banned: bool = False  # a call overran the deadline once: never again on the event loop
+    health: Health | None = None  # the last probe (serving/health.py)
+    probing: object = None  # the probe in progress (an asyncio future), shared by concurrent health checks
+    drift: str = ""  # the version folder's files no longer match the config (found by a probe)
+    reload_error: str = ""  # a reload failed and this entry kept serving
+    raised: int = 0  # calls the runtime failed (logged in full once)
+    probe_rss_growth: int = 0  # bytes the process grew across this version's health probes (a leak hint)
+    file_stats: dict = field(default_factory=dict)  # artifact path -> (size, mtime_ns, inode) when last hashed
+
+    @property
+    def loaded(self) -> bool:
+        return self.load_state == "READY"
+
+    @property
+    def stalled(self) -> bool:
+        """A call has been running on the executor past the deadline: a one-thread executor cannot be freed,
+        so the entry answers nothing until the call returns (or a reload replaces the entry)."""
+        since = self.running_since
+        return bool(since) and time.perf_counter_ns() - since > self.limits.deadline_s * 1e9
 
     @property
     def ready(self) -> bool:
-        return self.state == "READY"
+        return self.loaded and not self.stalled and (self.health is None or self.health.ok)
+
+    @property
+    def state(self) -> str:
+        return "READY" if self.ready else "UNAVAILABLE"
+
+    @property
+    def reason(self) -> str:
+        """Why it is not ready, and what a ready entry should still say (its artifact changed, a reload failed)."""
+        if not self.loaded:
+            return self.load_reason
+        notes = []
+        if self.stalled:
+            notes.append(f"a call has been running past the {self.limits.deadline_s:g} s inference deadline")
+        if self.health is not None and not self.health.ok:
+            notes.append(self.health.reason)
+        return "; ".join(notes + [n for n in (self.drift, self.reload_error) if n])
 
     @cached_property
     def output_names(self) -> list[str]:
@@ -106,6 +167,7 @@ class ModelRegistry:
     def __init__(self, repository: ModelRepository, threads: int = 2):
         self.repository = repository
         self.threads = threads
+        self.limits = Limits()
         self._served: dict[str, dict[int, Served]] = {}
         self._ready: dict[tuple[str, int | None], Served] = {}
 
@@ -115,29 +177,50 @@ class ModelRegistry:
 
     def load(self, name: str) -> list[Served]:
         """(Re)loads every version of `name`. The new entries are built first and swapped in whole, so requests
-        never see the model missing; replaced entries are retired, not torn down under a running call."""
+        never see the model missing; replaced entries are retired, not torn down under a running call. As in
+        Triton, a version whose reload fails keeps its working entry (with `reload_error` saying why)."""
         try:
             config = self.repository.config(name)
             records = sorted(config.versions, key=lambda r: r.version)
         except CrossdeployError as exc:
             log.error("variant %s cannot be served: %s", name, exc)
-            self._swap(name, {0: Served(name, 0, None, None, "UNAVAILABLE", str(exc))})
+            self._swap(name, self._keep_working(name, {0: Served(name, 0, None, None, "UNAVAILABLE", str(exc))}))
             return list(self._served[name].values())
-        served = {}
-        for record in records:
-            start = time.perf_counter()
-            try:
-                runtime = runtime_class(config.format)(config, record, self.repository.version_dir(name, record.version), self.threads)
-                runtime.load()
-                entry = Served(name, record.version, config, runtime, "READY")
-                entry.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-v{record.version}")
-            except Exception as exc:  # an unknown format or a framework that fails to import: this variant only
-                log.error("variant %s version %s failed to load: %s", name, record.version, exc)
-                entry = Served(name, record.version, config, None, "UNAVAILABLE", first_line(exc, limit=None))
-            entry.load_seconds = time.perf_counter() - start
-            served[record.version] = entry
-        self._swap(name, served)
-        return list(served.values())
+        served = {record.version: self._load_version(name, config, record) for record in records}
+        self._swap(name, self._keep_working(name, served))
+        return list(self._served[name].values())
+
+    def _load_version(self, name: str, config: VariantConfig, record) -> Served:
+        start = time.perf_counter()
+        try:
+            runtime = runtime_class(config.format)(config, record, self.repository.version_dir(name, record.version), self.threads)
+            runtime.load()
+            try:  # the first call pays each framework's lazy set-up; a runtime that cannot run at all is not served
+                runtime.predict_validated(probe_inputs(config))
+            except Exception as exc:
+                raise ModelNotReady(name, f"loaded, but its warm-up inference failed: {first_line(exc)}") from exc
+            entry = Served(name, record.version, config, runtime, "READY", limits=self.limits)
+            entry.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-v{record.version}")
+        except Exception as exc:  # an unknown format or a framework that fails to import: this variant only
+            log.error("variant %s version %s failed to load: %s", name, record.version, exc)
+            entry = Served(name, record.version, config, None, "UNAVAILABLE", first_line(exc, limit=None), limits=self.limits)
+        entry.load_seconds = time.perf_counter() - start
+        return entry
+
+    def _keep_working(self, name: str, fresh: dict[int, Served]) -> dict[int, Served]:
+        """Triton's rule for a reload that fails: the version already loaded stays loaded, unchanged."""
+        old = {v: e for v, e in self._served.get(name, {}).items() if e.loaded}
+        failed = {v: e for v, e in fresh.items() if not e.loaded}
+        if not old or not failed:
+            return fresh
+        if 0 in failed:  # the config itself no longer reads: every working version stays as it was
+            kept, fresh = old, {}
+        else:
+            kept = {v: old[v] for v in failed if v in old}
+        for version, entry in kept.items():
+            cause = failed.get(version, failed.get(0))
+            entry.reload_error = f"a reload failed ({cause.load_reason}); the copy loaded before keeps serving"
+        return {**fresh, **kept}
 
     def _swap(self, name: str, entries: dict[int, Served] | None) -> None:
         old = self._served.get(name, {})
@@ -146,7 +229,8 @@ class ModelRegistry:
         else:
             self._served[name] = entries
         self._ready = {}  # after the swap, and a new dict: see get()
-        for entry in old.values():
+        kept = {id(e) for e in (entries or {}).values()}
+        for entry in (e for e in old.values() if id(e) not in kept):
             # Calls already on its executor finish there (shutdown cancels nothing queued); a request that holds
             # the entry but has not submitted yet is refused by the executor and re-resolves (Retired). The
             # runtime's memory goes with the last reference.
@@ -179,8 +263,8 @@ class ModelRegistry:
         """The served entry (latest version by default), ready or not."""
         versions = self.versions(name)
         if version is None:
-            ready = [v for v in versions if v.ready]
-            return (ready or versions)[-1]
+            loaded = [v for v in versions if v.loaded]
+            return (loaded or versions)[-1]
         for entry in versions:
             if entry.version == version:
                 return entry
@@ -193,7 +277,7 @@ class ModelRegistry:
         if entry is not None:
             return entry
         entry = self.lookup(name, version)
-        if not entry.ready:
+        if not entry.loaded:  # one not healthy now is still called: its own error says more than a 503
             raise ModelNotReady(name, entry.reason or "failed to load")
         cache[(name, version)] = entry
         return entry

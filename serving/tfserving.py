@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from crossdeploy.repository import V2_TO_TF
 
+from . import health
 from . import openapi as doc
 from .codecs import tfserving as codec
 from .codecs.tfserving import SIGNATURE
@@ -43,7 +44,7 @@ class SignatureMetadata(BaseModel):
     metadata: dict[str, Any]
 
 
-_PREDICT = {"ok": {"application/json": {"schema": doc.component(PredictResponse)}}, "errors": (400, 404, 413, 415, 500, 503),
+_PREDICT = {"ok": {"application/json": {"schema": doc.component(PredictResponse)}}, "errors": (400, 404, 413, 415, 500, 503, 504),
             "body": doc.json_body(doc.component("PredictRequest", {
                 "type": "object", "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
                 "properties": {"signature_name": {"enum": [None, "", SIGNATURE]},
@@ -54,6 +55,11 @@ _PREDICT = {"ok": {"application/json": {"schema": doc.component(PredictResponse)
                                           "anyOf": [doc.ref("ServedBatch"), doc.ref("ServedColumns")]}}}))}
 
 
+async def _read(request: Request, limit: int) -> bytes:
+    require_media(request, ("application/json",))
+    return await read_body(request, limit)
+
+
 @router.post("/v1/models/{name}:predict", **doc.operation(
     "tfserving_predict", "Predict (row or columnar format)", parameters=(doc.MODEL,), **_PREDICT))
 @router.post("/v1/models/{name}/versions/{version}:predict", **doc.operation(
@@ -61,8 +67,7 @@ _PREDICT = {"ok": {"application/json": {"schema": doc.component(PredictResponse)
 async def predict(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     params = request.path_params
-    require_media(request, ("application/json",))
-    body = await read_body(request, gateway.max_body_bytes)
+    body = await gateway.receive("tfserving", params["name"], _read(request, gateway.max_body_bytes))
     parsed: dict = {}
 
     def decode(served: Served):
@@ -77,8 +82,8 @@ async def predict(request: Request) -> Response:
 
 
 def _status(entry: Served) -> dict:
-    if entry.ready:
-        return {"version": str(entry.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    if entry.ready:  # the message still says what a ready version should tell (its artifact changed on disk)
+        return {"version": str(entry.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": entry.reason}}
     return {"version": str(entry.version), "state": "END", "status": {"error_code": "UNAVAILABLE", "error_message": entry.reason}}
 
 
@@ -96,6 +101,8 @@ async def model_status(request: Request) -> Response:
         entries = gateway.registry.versions(name)
     else:
         entries = [gateway.registry.lookup(name, parse_version(name, version))]
+    for entry in entries:
+        await health.check(entry)
     return json_response({"model_version_status": [_status(e) for e in reversed(entries)]})
 
 

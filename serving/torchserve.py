@@ -14,6 +14,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from . import health
 from . import openapi as doc
 from .codecs import torchserve as codec
 from .core import Gateway, parse_version
@@ -64,7 +65,7 @@ UPLOAD_BODY = {
                 "encoding": {"data": {"contentType": "image/*"}}},
 }
 _PREDICT = {"ok": {"application/json": {"schema": {"anyOf": [_CLASSES, {"type": "array", "items": _CLASSES}]}}},
-            "errors": (400, 404, 413, 415, 500, 503), "torchserve": True, "body": UPLOAD_BODY}
+            "errors": (400, 404, 413, 415, 500, 503, 504), "torchserve": True, "body": UPLOAD_BODY}
 _NAME, _VERSION = (doc.MODEL,), (doc.MODEL, doc.VERSION)
 
 
@@ -75,7 +76,7 @@ _NAME, _VERSION = (doc.MODEL,), (doc.MODEL, doc.VERSION)
 async def predictions(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     params = request.path_params
-    kind, payload = await read_upload(request, gateway.max_body_bytes)
+    kind, payload = await gateway.receive("torchserve", params["name"], read_upload(request, gateway.max_body_bytes))
 
     def decode(served: Served):
         if kind == "image":
@@ -92,12 +93,17 @@ async def predictions(request: Request) -> Response:
 _HEALTH = {"application/json": {"schema": doc.component(Health)}}
 
 
-@router.get("/ping", **doc.operation("torchserve_ping", "Health (TorchServe)", ok=_HEALTH,
-                                     also={503: {"description": "no model is ready", "content": _HEALTH}}))
+@router.get("/ping", **doc.operation(
+    "torchserve_ping", "Health (TorchServe): Healthy, Partial Healthy (some loaded version fails its probe) or Unhealthy",
+    ok=_HEALTH, also={503: {"description": "no model is ready", "content": _HEALTH}}))
 async def ping(request: Request) -> Response:
     state = getattr(request.app.state, "gateway", None)
-    healthy = bool(state and any(e.ready for e in state.registry.all()))
-    return json_response({"status": "Healthy" if healthy else "Unhealthy"}, 200 if healthy else 503)
+    entries = await health.check_all(state.registry) if state else []
+    if health.server_ready(entries):
+        return json_response({"status": "Healthy"})
+    if any(e.ready for e in entries):
+        return json_response({"status": "Partial Healthy"})
+    return json_response({"status": "Unhealthy"}, 503)
 
 
 def _description(entry: Served) -> dict:
@@ -106,8 +112,8 @@ def _description(entry: Served) -> dict:
         "modelName": entry.name, "modelVersion": str(entry.version), "modelUrl": f"{entry.name}/{entry.version}",
         "runtime": config.runtime.tool if config else "", "minWorkers": 1, "maxWorkers": 1, "batchSize": 1,
         "maxBatchDelay": 0, "loadedAtStartup": True,
-        "workers": [{"id": f"{entry.name}-v{entry.version}", "status": "READY" if entry.ready else "UNLOADED",
-                     "gpu": False, "memoryUsage": 0}],
+        "workers": [{"id": f"{entry.name}-v{entry.version}", "gpu": False, "memoryUsage": 0, "reason": entry.reason,
+                     "status": "READY" if entry.ready else "UNHEALTHY" if entry.loaded else "UNLOADED"}],
     }
 
 
@@ -128,4 +134,6 @@ async def describe_model(request: Request) -> Response:
     registry = request.app.state.gateway.registry
     name, version = request.path_params["name"], request.path_params.get("version")
     entries = [registry.lookup(name, parse_version(name, version))] if version else registry.versions(name)
+    for entry in entries:
+        await health.check(entry)
     return json_response([_description(e) for e in entries])

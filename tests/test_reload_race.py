@@ -26,6 +26,8 @@ from .live import LiveGateway
 pytestmark = pytest.mark.slow
 NAME = "torch-onnx"
 ROWS = 64
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LARGE = 512  # rows: a decode long enough that a reload often lands between look-up and submission
 
 
@@ -67,7 +69,8 @@ def test_a_request_holding_the_replaced_entry_is_answered_after_the_swap(onnx_re
 def test_reloading_under_executor_load_never_answers_5xx(onnx_repository):
     body = orjson.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": [LARGE, 8, 8],
                                      "data": digits(LARGE).ravel().tolist()}]})
-    with LiveGateway(onnx_repository, inline_ms=0.0) as live, httpx.Client(base_url=live.url, timeout=60) as http:
+    with LiveGateway(onnx_repository, inline_ms=0.0, model_control_mode="explicit", management_token=TOKEN) as live, \
+            httpx.Client(base_url=live.url, timeout=60) as http:
         statuses: list[int] = []
         stop = threading.Event()
 
@@ -84,7 +87,7 @@ def test_reloading_under_executor_load_never_answers_5xx(onnx_repository):
             assert time.monotonic() < deadline, "requests are not flowing"
             time.sleep(0.01)
         for _ in range(20):
-            assert http.post(f"/v2/repository/models/{NAME}/load").status_code == 200
+            assert http.post(f"/v2/repository/models/{NAME}/load", headers=AUTH).status_code == 200
         stop.set()
         for worker in workers:
             worker.join(60)
