@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, repository: ModelRepository | N
         if console is not None:
             console.print(summary_table(gateway, f"http://{settings.host}:{settings.port}"))
             console.print(f"serving on [bold]http://{settings.host}:{settings.port}[/] — docs at /docs, metrics at /metrics")
-            console.print(describe(management, repository.pinned is not None), markup=False, highlight=False)
+            console.print(describe(management, repository.pinned is not None), markup=False, highlight=False, soft_wrap=True)
         for entry in (e for e in registry.all() if not e.ready):
             log.error("%s v%s is UNAVAILABLE: %s", entry.name, entry.version, entry.reason)
         yield

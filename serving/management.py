@@ -89,7 +89,7 @@ def pinned_repository(settings: Settings, repository: ModelRepository) -> ModelR
     """The repository as the gateway reads it: sealed (model code only from version folders or crossdeploy) and,
     with an expected digest, pinned to the configs that digest covers; any other repository is refused here."""
     pinned = None
-    if settings.expect_digest is not None:
+    if settings.expect_digest:  # an empty value (compose's ${...:-}) means "not given"
         expected = settings.expect_digest.strip().lower()
         if not HEX64.fullmatch(expected):
             raise RepositoryError(f"--expect-digest must be 64 hex digits (a sha256), got '{settings.expect_digest[:80]}'")

@@ -10,7 +10,7 @@ def crossdeploy(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "crossdeploy.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("command", ["train", "export", "parity", "pipeline"])
+@pytest.mark.parametrize("command", ["train", "export", "parity", "pipeline", "serve", "digest"])
 def test_help(command):
     proc = crossdeploy(command, "--help")
     assert proc.returncode == 0 and "--repository" in proc.stdout or "--workdir" in proc.stdout

@@ -164,6 +164,8 @@ def test_model_code_comes_only_from_the_version_folder_or_crossdeploy(repository
         assert http.post("/v2/models/carried/infer", content=GOOD).status_code == 200
         assert {index[n]["state"] for n in ("outside", "path", "tampered")} == {"UNAVAILABLE"}
     assert "cnn_outside" not in sys.modules
+    # run from its checked bytes, not imported: no __pycache__ (which a later load would prefer to the source)
+    assert sorted(p.name for p in (store.root / "carried" / "1").iterdir()) == ["cnn_carried.py", "model.pt"]
 
 
 def test_a_tampered_artifact_is_refused_at_load(small):
@@ -206,12 +208,19 @@ def test_serve_refuses_another_repository_digest_in_one_line(small, tmp_path):
         assert run.returncode != 0 and len(lines) == 1 and lines[0].startswith("crossdeploy: error:") and message in lines[0], run.stderr
 
 
-def test_serve_starts_on_the_expected_digest(small, tmp_path):
-    port = free_port()
-    env = {**os.environ, "CROSSDEPLOY_WORKDIR": str(tmp_path / "work")}
+@pytest.mark.parametrize("compose", [False, True], ids=["--expect-digest", "compose's environment"])
+def test_serve_starts_on_the_expected_digest_or_as_compose_configures_it(small, tmp_path, compose):
+    """compose passes CROSSDEPLOY_* through with empty defaults: an empty token means "generate one", an empty
+    digest "pin nothing"."""
+    port, work = free_port(), tmp_path / "work"
+    env = {**os.environ, "CROSSDEPLOY_WORKDIR": str(work)}
+    args = ["serve", "--repository", str(small.root), "--port", str(port)]
+    if compose:
+        env.update(CROSSDEPLOY_MODEL_CONTROL_MODE="explicit", CROSSDEPLOY_MANAGEMENT_TOKEN="", CROSSDEPLOY_EXPECT_DIGEST="")
+    else:
+        args += ["--expect-digest", small.digest().upper()]
     log = (tmp_path / "serve.log").open("w")
-    server = subprocess.Popen(_cli("serve", "--repository", str(small.root), "--port", str(port), "--expect-digest",
-                                   small.digest().upper()), stdout=log, stderr=subprocess.STDOUT, env=env)
+    server = subprocess.Popen(_cli(*args), stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -222,7 +231,15 @@ def test_serve_starts_on_the_expected_digest(small, tmp_path):
             except httpx.TransportError:
                 pass
             time.sleep(0.5)
-        assert "repository pinned (--expect-digest)" in (tmp_path / "serve.log").read_text()
+        printed = (tmp_path / "serve.log").read_text()
+        load = f"http://127.0.0.1:{port}/v2/repository/models/torch-onnx/load"
+        if compose:
+            token = (work / "management_token").read_text().strip()
+            assert f"token written to {work / 'management_token'}" in printed and token not in printed
+            assert httpx.post(load, headers={"Authorization": f"Bearer {token}"}, timeout=60).status_code == 200
+        else:
+            assert "repository pinned (--expect-digest)" in printed and "model control: none" in printed
+            assert httpx.post(load, timeout=60).status_code == 403
     finally:
         server.terminate()
         server.wait(60)

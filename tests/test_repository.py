@@ -77,3 +77,103 @@ def test_parity_is_recorded_per_version(tmp_path):
     repo.set_parity("toy", 1, result)
     assert repo.get("toy")[1].parity.passed
     assert repo.get("toy")[1].parity.checked_at <= datetime.now(timezone.utc)
+
+
+@pytest.mark.parametrize("path,reason", [("../other/model.onnx", r"leaves the version folder \('\.\.'\)"),
+                                         ("/etc/passwd", "is absolute"), ("a/../../b", "leaves the version folder"),
+                                         ("", "non-empty")])
+def test_a_config_naming_a_file_outside_its_version_folder_does_not_validate(tmp_path, path, reason):
+    repo = ModelRepository(tmp_path / "repo")
+    repo.add(template(), stage(repo, b"x"))
+    config = tmp_path / "repo" / "toy" / "config.json"
+    data = json.loads(config.read_text())
+    data["versions"][0]["files"][0]["path"] = path
+    config.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=rf"'toy': versions\.0\.files\.0\.path: .*{reason}"):
+        repo.config("toy")
+
+
+def test_a_version_folder_or_file_leading_out_by_symlink_is_refused(tmp_path):
+    repo = ModelRepository(tmp_path / "repo")
+    repo.add(template(), stage(repo, b"x"))
+    artifact = tmp_path / "repo" / "toy" / "1" / "model.onnx"
+    (tmp_path / "outside.onnx").write_bytes(b"x")
+    artifact.unlink()
+    artifact.symlink_to(tmp_path / "outside.onnx")
+    with pytest.raises(ConfigError, match="file 'model.onnx' of version 1 leads out of its version folder"):
+        repo.config("toy")
+    artifact.unlink()
+    artifact.symlink_to("../1/../1/other.onnx")  # a symlink that stays inside is fine
+    assert repo.config("toy").name == "toy"
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "repo" / "toy" / "1").rename(tmp_path / "elsewhere" / "1")
+    (tmp_path / "repo" / "toy" / "1").symlink_to(tmp_path / "elsewhere" / "1")
+    with pytest.raises(ConfigError, match="version 1's folder leads out of the repository"):
+        repo.config("toy")
+
+
+def test_an_entry_is_a_module_and_a_function_never_a_path(tmp_path):
+    for entry in ("/tmp/evil.py:build", "./evil:build", "pkg.mod", "../x:build", "os:system; rm", "a/b:c"):
+        with pytest.raises(ValueError, match="must be 'module:function'"):
+            VariantConfig.model_validate({**template().model_dump(), "entry": entry})
+    assert VariantConfig.model_validate({**template().model_dump(), "entry": "pkg.mod:build"}).entry == "pkg.mod:build"
+
+
+def test_a_sealed_repository_takes_model_code_only_from_the_version_or_crossdeploy(tmp_path):
+    repo = ModelRepository(tmp_path / "repo")
+    repo.add(template().model_copy(update={"entry": "json:loads"}), stage(repo, b"x"))
+    sealed = ModelRepository(tmp_path / "repo", sealed=True)
+    assert repo.config("toy").entry == "json:loads"  # the matrix's own scratch repositories are not sealed
+    with pytest.raises(ConfigError, match="entry module 'json' is neither in the crossdeploy package nor a file of version 1"):
+        sealed.config("toy")
+    staged = stage(repo, b"y")
+    (staged / "factory.py").write_text("def build():\n    return None\n")
+    repo.add(template().model_copy(update={"entry": "factory:build"}), staged)  # version 2 carries it, 1 does not
+    with pytest.raises(ConfigError, match="entry module 'factory' is neither .* nor a file of version 1"):
+        sealed.config("toy")
+    repo.add(template().model_copy(update={"entry": "factory:build"}), staged_with_factory(repo))
+    assert sealed.config("toy").entry == "factory:build"  # versions 2 and 3 both carry factory.py
+    repo.add(template().model_copy(update={"entry": "crossdeploy.models.torch_cnn:build"}), stage(repo, b"w"))
+    assert sealed.config("toy").entry.startswith("crossdeploy.")
+
+
+def test_a_sealed_repository_refuses_a_file_its_config_does_not_list(tmp_path):
+    repo = ModelRepository(tmp_path / "repo")
+    repo.add(template(), stage(repo, b"x"))
+    sealed = ModelRepository(tmp_path / "repo", sealed=True)
+    assert sealed.config("toy").name == "toy"
+    (tmp_path / "repo" / "toy" / "1" / "variables").mkdir()
+    (tmp_path / "repo" / "toy" / "1" / "variables" / "extra.index").write_bytes(b"?")  # what a SavedModel would read
+    with pytest.raises(ConfigError, match="version 1 holds a file its config does not list: 'variables/extra.index'"):
+        sealed.config("toy")
+
+
+def staged_with_factory(repo):
+    staged = stage(repo, b"z")
+    (staged / "factory.py").write_text("def build():\n    return 1\n")
+    return staged
+
+
+def test_the_repository_digest_covers_every_config_and_ignores_formatting(tmp_path):
+    repo = ModelRepository(tmp_path / "repo")
+    repo.add(template(), stage(repo, b"x"))
+    repo.add(template("other"), stage(repo, b"y", "other"))
+    digest = repo.digest()
+    assert len(digest) == 64 and digest == ModelRepository(tmp_path / "repo").digest()
+    config = tmp_path / "repo" / "toy" / "config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()), indent=7))  # the same config, laid out otherwise
+    assert repo.digest() == digest
+    data = json.loads(config.read_text())
+    data["versions"][0]["files"][0]["sha256"] = "0" * 64  # one file digest
+    config.write_text(json.dumps(data))
+    assert repo.digest() != digest
+    data["versions"][0]["files"][0]["sha256"] = sha256_of(tmp_path / "repo" / "toy" / "1" / "model.onnx")
+    config.write_text(json.dumps(data))
+    assert repo.digest() == digest
+    (tmp_path / "repo" / "third").mkdir()  # a variant folder more, even without a config
+    assert repo.digest() != digest
+    pinned = ModelRepository(tmp_path / "repo", pinned=repo.digests())
+    assert pinned.config("toy").name == "toy"
+    config.write_text(json.dumps({**data, "notes": ["changed"]}))
+    with pytest.raises(ConfigError, match="not the one the pinned repository digest covers"):
+        pinned.config("toy")

@@ -52,6 +52,19 @@ def check_files(root: Path, name: str, config: VariantConfig, where: str) -> Non
                                          "leads out of its version folder")
 
 
+def check_listed(root: Path, name: str, config: VariantConfig, where: str) -> None:
+    """A version folder holds the files its config lists and nothing else: a framework that opens a folder (a
+    SavedModel) would also read a file no sha256 covers."""
+    for record in config.versions:
+        folder = root / name / str(record.version)
+        listed = {file.path for file in record.files}
+        extra = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                       if not p.is_dir() and p.relative_to(folder).as_posix() not in listed)
+        if extra:
+            raise ConfigError(where, f"variant '{name}': version {record.version} holds a file its config does not "
+                                     f"list: '{extra[0]}'")
+
+
 def check_entry(config: VariantConfig, where: str) -> None:
     """The entry's module comes from the crossdeploy package or from the version folder, never from wherever
     sys.path would find it."""

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from crossdeploy.errors import ConfigError, ModelNotFound, RepositoryError
 
 from .config import CONFIG, FileRecord, ParityResult, VariantConfig, VersionRecord
-from .integrity import PinMismatch, check_entry, check_files, index_digest, variant_digest, variant_digests
+from .integrity import PinMismatch, check_entry, check_files, check_listed, index_digest, variant_digest, variant_digests
 
 STAGING = ".staging"
 
@@ -87,6 +87,7 @@ class ModelRepository:
             raise ConfigError(str(path), f"variant '{name}': not valid JSON ({exc})") from exc
         check_files(self.root, name, config, str(path))
         if self.sealed:
+            check_listed(self.root, name, config, str(path))
             check_entry(config, str(path))
         return config
 

@@ -8,8 +8,8 @@ repository is sealed, so there the second case is only ever the crossdeploy pack
 
 from __future__ import annotations
 
+import hashlib
 import importlib
-import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -23,13 +23,16 @@ def _from_file(path: Path, sha256: str) -> ModuleType:
     name = f"_crossdeploy_entry_{sha256[:16]}"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot read model code from {path}")
-    module = importlib.util.module_from_spec(spec)
+    # The bytes are read once, checked and compiled: no import machinery, so no __pycache__ beside them (a .pyc
+    # no sha256 covers would be preferred to the source on the next load) and no swap after the check.
+    source = path.read_bytes()
+    if hashlib.sha256(source).hexdigest() != sha256:
+        raise ImportError(f"{path} changed after its sha256 was checked")
+    module = ModuleType(name)
+    module.__file__ = str(path)
     sys.modules[name] = module  # before executing: dataclasses and pickling look the module up by name
     try:
-        spec.loader.exec_module(module)
+        exec(compile(source, str(path), "exec"), module.__dict__)
     except BaseException:
         del sys.modules[name]
         raise
