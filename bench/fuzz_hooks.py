@@ -1,16 +1,19 @@
-"""Schemathesis hooks for the fuzz run in test_openapi.py: how to make the payloads JSON Schema cannot describe.
+"""Schemathesis hooks for the fuzz runs (tests/test_openapi.py and `make fuzz`): how to make the payloads JSON
+Schema cannot describe.
 
 /openapi.json says truthfully what each route takes, but three kinds of valid payload are beyond JSON Schema:
 a picture that shows a digit (the gateway refuses a blank or undecodable one with 400), a KServe V2 tensor whose
 `data` holds exactly as many values as its `shape` says (and the binary extension's header length that frames
 it), and JSON sent with curl -d's form content type. For those, and only in the fuzzer's positive mode (cases
-the schema allows), these hooks draw real payloads from the served signature (image FP32 [-1, 8, 8]). Negative
-cases (what the schema forbids) are never touched: the gateway must refuse every one of them itself.
+the schema allows), these hooks draw real payloads from the served signature (image FP32 [-1, 8, 8]), and
+name a served variant (a model name is a free string to the document). Negative cases (what the schema
+forbids) are never touched: the gateway must refuse every one of them itself.
 """
 
 from __future__ import annotations
 
 import io
+import urllib.request
 import zlib
 
 import numpy as np
@@ -68,10 +71,45 @@ def _json_body(path: str, body, batch: np.ndarray) -> dict:
     return body if isinstance(body, dict) else {}
 
 
+_SERVED: list[tuple[str, str]] | None = None
+
+
+def _served(case) -> list[tuple[str, str]]:
+    """(name, version) of every ready variant, asked once from the gateway under test: a model name is a free
+    string to the document, and one the fuzzer makes up only ever reaches the 404."""
+    global _SERVED
+    if _SERVED is None:
+        url = case.operation.schema.get_base_url() + "/v2/repository/index"
+        try:
+            with urllib.request.urlopen(url, data=b"{}", timeout=30) as response:
+                _SERVED = sorted({(m["name"], str(m["version"])) for m in orjson.loads(response.read())
+                                  if m.get("state") == "READY"})
+        except (OSError, ValueError, KeyError, TypeError):
+            _SERVED = []
+    return _SERVED
+
+
+def _real_model(case) -> None:
+    """Most positive cases name a served variant (and its version); the rest keep the fuzzer's own name."""
+    parameters = case.path_parameters
+    served = _served(case) if parameters and "name" in parameters else []
+    if not served:
+        return
+    rng = np.random.default_rng(zlib.crc32(repr(parameters).encode("utf-8", "replace")))
+    if rng.random() < 0.85:
+        name, version = served[int(rng.integers(len(served)))]
+        parameters["name"] = name
+        if "version" in parameters and rng.random() < 0.85:
+            parameters["version"] = version
+
+
 @schemathesis.hook
 def map_case(context, case):
     meta = case.meta
-    if meta is None or not meta.generation.mode.is_positive or case.media_type is None:
+    if meta is None or not meta.generation.mode.is_positive:
+        return case
+    _real_model(case)
+    if case.media_type is None:
         return case
     path, media = case.operation.path, case.media_type
     batch, rng = _draw(case)

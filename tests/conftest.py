@@ -8,9 +8,17 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import crossdeploy  # noqa: F401  (environment first)
 from crossdeploy.repository import ModelRepository
+
+# Hypothesis: the suite's bounded profile by default; `make fuzz` runs the same properties under "fuzz"
+# (HYPOTHESIS_PROFILE=fuzz, CROSSDEPLOY_FUZZ_HYPOTHESIS_EXAMPLES examples per property).
+settings.register_profile("crossdeploy", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", parent=settings.get_profile("crossdeploy"), print_blob=True,
+                          max_examples=int(os.environ.get("CROSSDEPLOY_FUZZ_HYPOTHESIS_EXAMPLES", "2000")))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "crossdeploy"))
 
 EPOCHS = 30  # the pipeline's default: the accuracy bar (>= 0.95) is asserted on what users get
 

@@ -15,7 +15,8 @@ from crossdeploy.repository import V2_TO_NUMPY, TensorSignature
 from crossdeploy.serving.codecs import tfserving, torchserve, v2_binary, v2_json
 from crossdeploy.serving.error_responses import status_of
 
-BOUNDED = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Examples per property come from the loaded profile (tests/conftest.py): 60 in the suite, more under `make fuzz`.
+BOUNDED = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DATATYPES = ("FP32", "FP64", "INT32", "INT64", "UINT8", "BOOL")
 
 
@@ -88,7 +89,7 @@ PREFIXES = (b"", b"{", b'{"inputs": [', b'{"instances": [[', b'{"data": ', b"\x8
 
 
 @pytest.mark.parametrize("form", DECODERS)
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=max(150, settings().max_examples), deadline=None)  # noise needs more than structure
 @given(prefix=st.sampled_from(PREFIXES), tail=st.binary(max_size=300))
 def test_any_bytes_are_decoded_or_refused_as_the_protocols_error(form, prefix, tail):
     try:
