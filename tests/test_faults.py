@@ -21,7 +21,7 @@ from crossdeploy.serving.registry import Cost
 from .live import LiveGateway
 
 pytestmark = pytest.mark.slow
-VARIANTS = ("torch-onnx", "torch-torchscript", "keras-tflite", "keras-savedmodel")
+VARIANTS = ("torch-onnx", "torch-torchscript", "keras-tflite", "keras-savedmodel", "torch-executorch")
 DEADLINE = 1.0  # seconds: short, and still far above a batch-1 call of any of these variants
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -261,6 +261,24 @@ def test_an_artifact_changed_or_gone_on_disk_is_said_and_a_failed_reload_keeps_t
     assert reload(live, name).status_code == 200
     ready = http.get(f"/v2/models/{name}/ready").json()
     assert ready["ready"] is True and "reason" not in ready
+
+
+@pytest.mark.parametrize("name", ["keras-tflite", "torch-executorch"])
+def test_an_artifact_rewritten_in_place_does_not_change_what_is_served(live, name):
+    """LiteRT and ExecuTorch read a model file from its mapping while it runs: they must run from their own copy."""
+    http = live.http
+    entry = live.app.state.gateway.registry.get(name)
+    artifact = entry.runtime.artifact
+    original = artifact.read_bytes()
+    try:
+        with open(artifact, "r+b") as file:  # same size, same inode: what a mapping of it sees
+            file.write(bytes(len(original)))
+        np.testing.assert_allclose(logits(http, name), live.expected[name], rtol=1e-5, atol=1e-5)
+        ready = http.get(f"/v2/models/{name}/ready")
+        assert ready.status_code == 200 and "changed on disk" in ready.json()["reason"]
+    finally:
+        artifact.write_bytes(original)
+    assert reload(live, name).status_code == 200
 
 
 def test_a_leaking_runtime_shows_in_its_probe_growth_and_the_others_keep_serving(live):

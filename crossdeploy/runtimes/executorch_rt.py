@@ -16,8 +16,11 @@ class ExecuTorchRuntime(Runtime):
     file = "model.pte"
 
     def _load(self) -> None:
-        program = ExecuTorch.get().load_program(str(self.artifact))
-        self.method = program.load_method("forward")
+        # From bytes, not the path: a program loaded from a file is read from its mapping while it runs, so a
+        # file rewritten in place while served would change (or, truncated, crash) the running model.
+        # The program owns those bytes and the method runs from them: keep it as long as the method.
+        self.program = ExecuTorch.get().load_program(self.artifact.read_bytes())
+        self.method = self.program.load_method("forward")
 
     def _run(self, inputs):
         torch.set_num_threads(self.threads)

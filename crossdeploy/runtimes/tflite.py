@@ -14,7 +14,9 @@ class LiteRTRuntime(Runtime):
     file = "model.tflite"
 
     def _load(self) -> None:
-        self.interpreter = Interpreter(model_path=str(self.artifact), num_threads=self.threads)
+        # From bytes, not model_path: LiteRT maps a file and reads the weights from the mapping at each invoke,
+        # so a file rewritten in place while served would change (or, truncated, crash) the running model.
+        self.interpreter = Interpreter(model_content=self.artifact.read_bytes(), num_threads=self.threads)
         self._inputs = self.interpreter.get_input_details()
         self._output_indices = [d["index"] for d in self.interpreter.get_output_details()]
         self._shapes = None
