@@ -8,7 +8,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from crossdeploy.errors import InvalidInput
-from crossdeploy.repository import PinMismatch
 
 from . import openapi as doc
 from . import v2_schemas as schemas
@@ -54,27 +53,12 @@ _MANAGED = ("Needs `--model-control-mode explicit` (403 otherwise) and `Authoriz
             "(401 without it).")
 
 
-def _pin_holds(gateway: Gateway, name: str) -> None:
-    """Under a pinned digest, a load whose config is not the pinned one is refused before anything is swapped:
-    the version being served stays (see docs/security.md)."""
-    repository = gateway.registry.repository
-    if repository.pinned is None or name not in repository.names():
-        return
-    try:
-        repository.config(name)
-    except PinMismatch as exc:
-        raise InvalidInput(f"failed to load '{name}': {exc.reason}") from exc
-    except Exception:  # any other fault of the config is the load's to report, as without a pin
-        return
-
-
 @router.post("/v2/repository/models/{name}/load", **doc.operation(
     "v2_repository_load", "Load (or reload) a model from the repository", parameters=(doc.MODEL,), ok=_EMPTY,
     errors=(400, 401, 403, 404, 503), secured=True, description=_MANAGED))
 async def load_model(request: Request) -> Response:
     request.app.state.management.authorize(request)
     name = request.path_params["name"]
-    await run_in_threadpool(_pin_holds, _gateway(request), name)
     entries = await run_in_threadpool(_gateway(request).load, name)
     failed = [e for e in entries if not e.ready]
     if failed:
