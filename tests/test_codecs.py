@@ -102,3 +102,38 @@ def test_integers_beyond_int64_and_integral_floats_are_numbers():
 def test_v2_fields_are_what_the_protocol_says(document, words):
     with pytest.raises(InvalidInput, match=words):
         v2_json.decode(document, SIGNATURE, 4)
+
+
+ROW = orjson.dumps(X[:1].tolist()).decode()  # one example, as JSON numbers
+TWO = [{"name": "a", "datatype": "FP32", "shape": [1], "data": [0]}, {"name": "b", "datatype": "FP32", "shape": [1], "data": [1]}]
+TWO_INPUTS = [TensorSignature(name="a", datatype="FP32", shape=(-1,)), TensorSignature(name="b", datatype="FP32", shape=(-1,))]
+REPEATED = [  # (decoder, body, signature, the key named twice): each protocol refuses what it cannot read one way
+    ("v2-json", f'{{"inputs": {orjson.dumps(_v2(X[0].ravel().tolist())["inputs"]).decode()}, "inputs": []}}', SIGNATURE, "inputs"),
+    ("v2-json", '{"inputs": [{"name": "image", "name": "pixels", "datatype": "FP32", "shape": [1, 8, 8], "data": '
+     + orjson.dumps(X[0].ravel().tolist()).decode() + "}]}", SIGNATURE, "name"),
+    ("v2-binary", '{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": 4, '
+     '"binary_data_size": 8}}, {"name": "b", "datatype": "FP32", "shape": [1], "data": [0]}]}', TWO_INPUTS, "binary_data_size"),
+    ("tfserving", f'{{"instances": {ROW}, "instances": {ROW}}}', SIGNATURE, "instances"),
+    ("tfserving", f'{{"inputs": {{"a": [1], "b": [2], "a": [3]}}}}', TWO_INPUTS, "a"),
+    ("tfserving", f'{{"instances": [{{"a": 1, "b": 2, "b": 3}}]}}', TWO_INPUTS, "b"),
+    ("torchserve", f'{{"data": {ROW}, "data": {ROW}}}', SIGNATURE, "data"),
+]
+DECODE = {"v2-json": lambda body, s: v2_json.decode(body, s, 16),
+          "v2-binary": lambda body, s: v2_binary.decode(body + b"\0" * 4, s, str(len(body)), 16),
+          "tfserving": lambda body, s: tfserving.decode(body, s, 16), "torchserve": lambda body, s: torchserve.decode(body, s, 16)}
+
+
+@pytest.mark.parametrize("form, body, signature, key", REPEATED, ids=[f"{c[0]}-{c[3]}" for c in REPEATED])
+def test_a_key_named_twice_in_one_object_is_refused_by_every_decoder(form, body, signature, key):
+    with pytest.raises(InvalidInput, match=f"names '{key}' twice"):
+        DECODE[form](body.encode(), signature)
+
+
+def test_an_input_given_twice_is_refused_and_repeated_names_in_separate_objects_are_not_keys_named_twice():
+    with pytest.raises(InvalidInput, match="'a' is given twice"):
+        v2_json.decode(orjson.dumps({"inputs": [TWO[0], TWO[0], TWO[1]]}), TWO_INPUTS, 16)
+    # Every tensor object has its own "name", "shape"...; a colon inside a string is no key either.
+    decoded = v2_json.decode(orjson.dumps({"id": "a:b:c", "inputs": TWO}), TWO_INPUTS, 16)
+    assert decoded["a"].tolist() == [0.0] and decoded["b"].tolist() == [1.0]
+    rows = tfserving.decode(b'{"instances": [{"a": 1, "b": 2}, {"a": 3, "b": 4}]}', TWO_INPUTS, 16)
+    assert rows["a"].tolist() == [1.0, 3.0] and rows["b"].tolist() == [2.0, 4.0]

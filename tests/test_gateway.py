@@ -222,6 +222,13 @@ def _binary(array: np.ndarray, size: int | None = None, header_extra: int = 0) -
     return header + raw, {"Inference-Header-Content-Length": str(len(header) + header_extra)}
 
 
+def _repeated_binary_size() -> tuple[bytes, dict]:
+    body, headers = _binary(np.zeros((1, 8, 8)))
+    header = int(headers["Inference-Header-Content-Length"])
+    repeated = body[:header].replace(b'"binary_data_size": 256', b'"binary_data_size": 256, "binary_data_size": 0')
+    return repeated + body[header:], {"Inference-Header-Content-Length": str(len(repeated))}
+
+
 NAN = np.zeros((1, 8, 8), np.float32)
 NAN[0, 3, 3] = np.nan
 BAD = [
@@ -285,6 +292,13 @@ BAD = [
     ("unicode digit version", "POST", "/v2/models/torch-onnx/versions/%C2%B2/infer", GOOD, {}, 404, "not in the repository"),
     ("negative sample seed", "GET", "/v1/samples?seed=-1", b"", {}, 400, "non-negative"),
     ("image too large", "POST", "/predictions/torch-onnx", "huge", {"Content-Type": "image/png"}, 400, "megapixels"),
+    # A key named twice in one object: parsers disagree on which value wins, so no protocol picks one.
+    ("repeated key v2", "POST", V2, GOOD.rstrip()[:-1] + b', "inputs": []}', {}, 400, "names 'inputs' twice"),
+    ("repeated key v2 binary header", "POST", V2, *_repeated_binary_size(), 400, "names 'binary_data_size' twice"),
+    ("repeated key tfserving", "POST", "/v1/models/torch-onnx:predict", b'{"instances": [[0]], "instances": [[1]]}', {}, 400,
+     "names 'instances' twice"),
+    ("repeated key torchserve", "POST", "/predictions/torch-onnx", b'{"data": [0], "data": [1]}', {}, 400, "names 'data' twice"),
+    ("repeated key compare", "POST", "/v1/compare", b'{"image": [0], "image": [1]}', {}, 400, "names 'image' twice"),
 ]
 
 

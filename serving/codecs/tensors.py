@@ -4,6 +4,7 @@ the runtime can run without checking it again."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -17,14 +18,59 @@ Signature = Sequence[TensorSignature]
 NUMBERS = {int, float}
 
 
-def json_object(body: bytes, what: str) -> dict:
-    """A request body that must hold one JSON object; `what` says which, in the error."""
+def parse_json(body: bytes) -> Any:
+    """A request body's JSON document. An object naming a key twice is refused: parsers disagree on which value
+    wins (orjson and Python keep the last, others the first), so a proxy or a validator in front of the gateway
+    may have read a different request from the one the model would run."""
     if not body.strip():
         raise InvalidInput("request body is empty")
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"malformed JSON: {exc}") from exc
+    # Every key is followed by a colon, so as many colons as keys in the parsed objects proves no key was
+    # repeated; more (a colon inside a string, or a repeated key) is settled by a second, exact parse.
+    if bytes(body).count(b":") != _least_keys(document):
+        _refuse_repeated_keys(body)
+    return document
+
+
+def _least_keys(document: Any) -> int:
+    """A lower bound of the keys in `document`'s objects, cheap on number arrays: of a list of lists only the
+    first is walked (a number array's rows hold no objects; when they do, the count falls short and the exact
+    parse runs)."""
+    count, stack = 0, [document]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            count += len(node)
+            stack.extend(value for value in node.values() if type(value) in (dict, list))
+        elif node and type(node) is list:
+            first = node[0]
+            if type(first) is dict:
+                stack.extend(value for value in node if type(value) in (dict, list))
+            elif type(first) is list:
+                stack.append(first)
+    return count
+
+
+def _refuse_repeated_keys(body: bytes) -> None:
+    def no_repeats(pairs: list[tuple[str, Any]]) -> None:
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InvalidInput(f"the JSON object names {key!r} twice: which one is meant is ambiguous")
+            seen.add(key)
+
+    try:
+        json.loads(bytes(body), object_pairs_hook=no_repeats)
+    except (RecursionError, ValueError) as exc:  # orjson read it; Python's parser recurses less deep
+        raise InvalidInput(f"malformed JSON: {str(exc)[:200] or 'nested too deeply'}") from None
+
+
+def json_object(body: bytes, what: str) -> dict:
+    """A request body that must hold one JSON object; `what` says which, in the error."""
+    document = parse_json(body)
     if not isinstance(document, dict):
         raise InvalidInput(f"{what} must be a JSON object")
     return document

@@ -16,7 +16,7 @@ from crossdeploy.errors import InvalidInput
 from crossdeploy.repository import V2_TO_NUMPY
 
 from .image import digit_from_image
-from .tensors import Signature, conform, json_array
+from .tensors import Signature, conform, json_array, parse_json
 
 TOP_K = 5
 CONTENT_TYPE = "application/json"
@@ -33,12 +33,7 @@ def with_batch(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def decode(request: bytes | dict | list, signature: Signature, max_batch: int | None = None) -> dict[str, np.ndarray]:
     """`{"data": ...}` (or `{"instances": ...}`, or the bare values) for a single-input model."""
     if isinstance(request, (bytes, bytearray, memoryview)):
-        if not bytes(request).strip():
-            raise InvalidInput("request body is empty")
-        try:
-            request = orjson.loads(request)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidInput(f"malformed JSON: {exc}") from exc
+        request = parse_json(request)
     data = request.get("data", request.get("instances")) if isinstance(request, dict) else request
     if data is None:
         raise InvalidInput("the JSON body needs a 'data' field")
