@@ -89,3 +89,12 @@ class Settings(BaseSettings):
     probe_interval_s: float = Field(2.0, ge=0.0)
     """How long a health probe's verdict is reused: a model's ready endpoint (and /v2/health/ready, /ping) runs
     a real batch-1 inference of it at most once per this many seconds; 0 probes on every ask."""
+
+    header_timeout_s: float = Field(10.0, gt=0.0)
+    """Longest a client may take to send a request's line and headers (from connecting, or from the first byte
+    of the next request on a kept-alive connection); then it is answered 408 and the connection closed, so a
+    client sending headers slowly (slowloris) holds a connection for this long at most."""
+
+    body_timeout_s: float = Field(30.0, gt=0.0)
+    """Longest a request's body may take to arrive once its headers have; then it is answered 408 in the
+    protocol's error format, and the request gives back its in-flight slot."""

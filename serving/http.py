@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 
 from fastapi import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from crossdeploy.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
@@ -25,9 +28,29 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
     return body
 
 
+async def _chunks(request: Request, limit: int) -> list[bytes]:
+    """The body's chunks as they arrive, within Settings.body_timeout_s: a client trickling its body byte by
+    byte would otherwise hold its in-flight slot for as long as it liked."""
+    chunks, size = [], 0
+    seconds = request.app.state.settings.body_timeout_s
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HTTPException(408, f"the request body did not arrive within {seconds:g} s ({size} bytes came)") from None
+    except ClientDisconnect:  # nobody is left to read the answer; counted as the client's fault, not the server's
+        raise InvalidInput("the client closed the connection before sending the whole body") from None
+    return chunks
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """Reads at most `limit` bytes: a declared larger body is refused before reading, a streamed one as soon
-    as it crosses the limit. gzip/deflate request bodies (tritonclient's compression) are inflated, bounded too."""
+    """Reads at most `limit` bytes within the body deadline: a declared larger body is refused before reading,
+    a streamed one as soon as it crosses the limit, a slow one with 408. gzip/deflate request bodies
+    (tritonclient's compression) are inflated, bounded too."""
     headers = request.headers
     declared = headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -35,12 +58,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     encoding = headers.get("content-encoding", "identity").lower()
     if encoding not in ENCODINGS:
         raise UnsupportedMediaType(f"Content-Encoding: {encoding}", list(ENCODINGS))
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(limit)
-        chunks.append(chunk)
+    chunks = await _chunks(request, limit)
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     return body if encoding == "identity" else _inflate(body, encoding, limit)
 
