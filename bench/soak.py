@@ -26,6 +26,7 @@ import uvloop
 from rich.console import Console
 
 from crossdeploy.errors import CrossdeployError
+from crossdeploy.repository import V2_TO_NUMPY
 
 from . import servers
 from .loadgen import Target, encode_request
@@ -33,7 +34,6 @@ from .requests import PROTOCOLS, build
 from .soak_load import OK, Traffic, summarize
 from .soak_verdict import judge
 
-DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64, "UINT8": np.uint8}
 CYCLE_S = 300.0  # one capacity -> overload -> back cycle lasts at most five minutes: a 30-minute soak has six
 SHARES = {"capacity": 0.4, "overload": 0.2, "back": 0.4}
 
@@ -65,7 +65,7 @@ def request_mix(base: str, seed: int = 0) -> tuple[list[bytes], list[str]]:
     requests, labels = [], []
     for name in sorted(set(ready)):
         metadata = get_json(f"{base}/v2/models/{name}")
-        inputs = {i["name"]: rng.random([1 if d == -1 else d for d in i["shape"]]).astype(DTYPES[i["datatype"]])
+        inputs = {i["name"]: rng.random([1 if d == -1 else d for d in i["shape"]]).astype(V2_TO_NUMPY[i["datatype"]])
                   for i in metadata["inputs"]}
         for protocol in PROTOCOLS:
             request = build(protocol, name, inputs)
@@ -95,6 +95,21 @@ class Timeline:
         self.rows: list[dict] = []
         self.phases: list[dict] = []  # name, start second
         self.latencies: dict[int, list[np.ndarray]] = {}
+        self.cpu = {"client": time.process_time(), "server": self._server_cpu()}
+
+    def _server_cpu(self) -> float | None:
+        try:
+            times = self.server.cpu_times() if self.server else None
+        except psutil.Error:
+            return None
+        return times.user + times.system if times else None
+
+    def _cpu_since(self) -> dict[str, float | None]:
+        """CPU seconds each side spent since the last window (a starved load generator shows here)."""
+        now = {"client": time.process_time(), "server": self._server_cpu()}
+        spent = {k: (now[k] - self.cpu[k]) if now[k] is not None and self.cpu[k] is not None else None for k in now}
+        self.cpu = now
+        return spent
 
     def on_phase(self, name: str, at: float) -> None:
         self.phases.append({"name": name, "start_s": at})
@@ -108,7 +123,7 @@ class Timeline:
         return index
 
     def on_window(self, second: int, tally) -> None:
-        row = {"second": second, "phase": self.phase_at(second), **summarize(tally)}
+        row = {"second": second, "phase": self.phase_at(second), **summarize(tally), **{f"{k}_cpu_s": v for k, v in self._cpu_since().items()}}
         try:
             row["rss_mb"] = self.server.memory_info().rss / 2**20 if self.server else None
         except psutil.Error:
@@ -116,9 +131,15 @@ class Timeline:
         self.rows.append(row)
         self.latencies.setdefault(row["phase"], []).append(np.asarray(tally.latencies, dtype=np.float32))
         if second % 10 == 0:
-            kinds = ", ".join(f"{k} {v}" for k, v in sorted(row["kinds"].items()))
-            self.console.print(f"  s{second:>5}  {kinds}  p99 {row['p99_ms']:.0f} ms"
-                               + (f"  rss {row['rss_mb']:.0f} MB" if row["rss_mb"] else ""))
+            self.console.print(progress_line(row))
+
+
+def progress_line(row: dict) -> str:
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(row["kinds"].items()))
+    line = f"  s{row['second']:>5}  {kinds}  p99 {row['p99_ms'] or 0:.0f} ms  client cpu {row['client_cpu_s']:.2f} s"
+    if row["rss_mb"]:
+        line += f"  gateway rss {row['rss_mb']:.0f} MB, cpu {row['server_cpu_s'] or 0:.2f} s"
+    return line
 
 
 def calibrate(traffic: Traffic, seconds: float, console: Console) -> float:

@@ -88,6 +88,9 @@ class Pool:
         self.freed = asyncio.Event()
 
     async def take(self) -> Answering:
+        while self.idle and self.idle[-1].transport.is_closing():  # closed by the server while idle (keep-alive timeout)
+            self.idle.pop()
+            self.opened -= 1
         while not self.idle and self.opened >= self.limit:
             self.freed.clear()
             await self.freed.wait()
@@ -130,7 +133,7 @@ class Pool:
 class Traffic:
     """Drives one gateway with a request mix; `run(schedule)` plays phases of (seconds, rate, closed clients)."""
 
-    def __init__(self, target: Target, requests: list[bytes], timeout_s: float = 10.0, max_connections: int = 1024):
+    def __init__(self, target: Target, requests: list[bytes], timeout_s: float = 10.0, max_connections: int = 8192):
         self.requests = requests
         self.timeout_s = timeout_s
         self.pool = Pool(target, max_connections)

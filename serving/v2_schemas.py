@@ -75,6 +75,7 @@ class ModelReadiness(BaseModel):
     version: str
     ready: bool
     error: str | None = Field(None, description="why the model is not ready")
+    reason: str | None = Field(None, description="a note on a ready model: its artifact changed on disk, a reload failed")
 
 
 class Phase(BaseModel):
