@@ -48,6 +48,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.examples < 1 or args.codec_examples < 1:
         parser.error("--examples and --codec-examples must be at least 1")
+    args.out = args.out.resolve()  # schemathesis runs in a scratch folder and writes its reports here
     return args
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
 
 from fastapi import Request
 from starlette.exceptions import HTTPException
@@ -28,6 +30,21 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
     return body
 
 
+def _too_slow(seconds: float, detail: str = "") -> HTTPException:
+    return HTTPException(408, f"the request body did not arrive within {seconds:g} s{detail}")
+
+
+@asynccontextmanager
+async def body_deadline(request: Request) -> AsyncIterator[None]:
+    """The body deadline for a body read some other way (a multipart form): 408 when it passes."""
+    seconds = request.app.state.settings.body_timeout_s
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise _too_slow(seconds) from None
+
+
 async def _chunks(request: Request, limit: int) -> list[bytes]:
     """The body's chunks as they arrive, within Settings.body_timeout_s: a client trickling its body byte by
     byte would otherwise hold its in-flight slot for as long as it liked."""
@@ -41,7 +58,7 @@ async def _chunks(request: Request, limit: int) -> list[bytes]:
                     raise PayloadTooLarge(limit)
                 chunks.append(chunk)
     except TimeoutError:
-        raise HTTPException(408, f"the request body did not arrive within {seconds:g} s ({size} bytes came)") from None
+        raise _too_slow(seconds, f" ({size} bytes came)") from None
     except ClientDisconnect:  # nobody is left to read the answer; counted as the client's fault, not the server's
         raise InvalidInput("the client closed the connection before sending the whole body") from None
     return chunks

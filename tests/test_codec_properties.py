@@ -5,6 +5,7 @@ codecs carry round-trips exactly through every wire form, and any bytes at all e
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from hypothesis.extra.numpy import arrays
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.repository import V2_TO_NUMPY, TensorSignature
 from crossdeploy.serving.codecs import tfserving, torchserve, v2_binary, v2_json
+from crossdeploy.serving.codecs.tensors import parse_json
 from crossdeploy.serving.error_responses import status_of
 
 # Examples per property come from the loaded profile (tests/conftest.py): 60 in the suite, more under `make fuzz`.
@@ -96,3 +98,33 @@ def test_any_bytes_are_decoded_or_refused_as_the_protocols_error(form, prefix, t
         DECODERS[form](prefix + tail)
     except CrossdeployError as exc:
         assert 400 <= status_of(exc) < 500, (type(exc).__name__, exc)  # the caller's fault, said as such
+
+
+# Any JSON document: keys and strings that may hold colons and quotes, objects inside lists of lists.
+KEYS = st.text(alphabet=st.sampled_from('ab:"\\ {}[],é'), max_size=6)
+DOCUMENTS = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(-1e6, 1e6) | KEYS,
+                         lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4), max_leaves=25)
+
+
+def _objects(document):
+    if isinstance(document, dict):
+        yield document
+    for child in document.values() if isinstance(document, dict) else document if isinstance(document, list) else ():
+        yield from _objects(child)
+
+
+@BOUNDED
+@given(st.dictionaries(KEYS, DOCUMENTS, max_size=4), st.data())
+def test_a_json_object_is_read_as_sent_unless_it_names_a_key_twice(document, data):
+    body = orjson.dumps(document)
+    assert parse_json(body) == document  # no repeated key: never refused, whatever colons the strings hold
+    objects = [o for o in _objects(document) if o]
+    if objects:  # the same document with one key of one object written twice
+        target = data.draw(st.sampled_from(objects))
+        key = data.draw(st.sampled_from(sorted(target)))
+        pair = orjson.dumps({key: target[key]})[1:-1]
+        marker = "\u0001repeat\u0001"
+        target[marker] = None
+        repeated = orjson.dumps(document).replace(orjson.dumps({marker: None})[1:-1], pair, 1)
+        with pytest.raises(CrossdeployError, match="twice"):
+            parse_json(repeated)
