@@ -4,7 +4,7 @@ over every operation /openapi.json documents, with every check, positive and neg
 Hypothesis properties run under the "fuzz" profile (tests/conftest.py) with many more examples.
 Writes <out>/report.json and report.md (see fuzz_report.py); exits 1 when anything failed.
 
-    python -m crossdeploy.bench.fuzz --repository model_repository [--examples 1500] [--out build/reports/fuzz]
+    python -m crossdeploy.bench.fuzz --repository model_repository [--examples 40] [--out build/reports/fuzz]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,7 +41,7 @@ ST_OPTIONS = ["--checks", "all", "--phases", "examples,coverage,fuzzing", "--mod
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m crossdeploy.bench.fuzz", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="the built model repository")
-    parser.add_argument("--examples", type=int, default=1500,
+    parser.add_argument("--examples", type=int, default=40,
                         help="schemathesis examples per operation in the fuzzing phase (load/unload get 1/50 of it)")
     parser.add_argument("--codec-examples", type=int, default=5000, help="Hypothesis examples per codec property")
     parser.add_argument("--seed", type=int, default=None, help="schemathesis seed (default: a random one, reported)")
@@ -70,16 +71,43 @@ def stream(command: list[str], log: Path, env: dict[str, str], cwd: Path) -> tup
     return process.wait(), "".join(lines)
 
 
+def progress(events: Path, done: threading.Event) -> None:
+    """One line per operation as schemathesis finishes it (its own output, off a terminal, only sums up phases)."""
+    finished, offset = 0, 0
+    while not done.wait(2):
+        if not events.exists():
+            continue
+        with open(events, "rb") as stream_:
+            stream_.seek(offset)
+            for line in stream_:
+                if not line.endswith(b"\n"):
+                    break
+                offset += len(line)
+                if line.startswith(b'{"ScenarioFinished"'):
+                    event = json.loads(line)["ScenarioFinished"]
+                    recorder, finished = event.get("recorder", {}), finished + 1
+                    print(f"  [{finished}] {event.get('phase', ''):>8} {event.get('status', ''):<8} "
+                          f"{event.get('elapsed_time', 0):7.1f} s  {len(recorder.get('cases', {}))} cases  "
+                          f"{recorder.get('label', '')}", flush=True)
+
+
 def schemathesis_run(url: str, token: str, label: str, selection: list[str], examples: int, seed: int,
                      out: Path, scratch: Path) -> dict:
-    report = out / f"schemathesis-{label}.json"
+    report, events = out / f"schemathesis-{label}.json", scratch / f"events-{label}.ndjson"
     report.unlink(missing_ok=True)
-    command = [str(Path(sys.executable).parent / "st"), "run", f"{url}/openapi.json", *ST_OPTIONS, "--seed", str(seed),
-               "--max-examples", str(examples), *selection, "-H", f"Authorization: Bearer {token}",
-               "--report", "json,junit", "--report-json-path", str(report),
-               "--report-junit-path", str(out / f"schemathesis-{label}.xml")]
+    command = [str(Path(sys.executable).parent / "st"), "run", f"{url}/openapi.json",
+               *ST_OPTIONS, "--seed", str(seed), "--max-examples", str(examples), *selection,
+               "-H", f"Authorization: Bearer {token}", "--report", "json,junit,ndjson", "--report-json-path", str(report),
+               "--report-junit-path", str(out / f"schemathesis-{label}.xml"), "--report-ndjson-path", str(events)]
     print(f"\n== schemathesis, {label}: {examples} examples per operation ==", flush=True)
-    code, _ = stream(command, out / f"schemathesis-{label}.log", {**os.environ, "SCHEMATHESIS_HOOKS": HOOKS}, scratch)
+    done = threading.Event()
+    watcher = threading.Thread(target=progress, args=(events, done), daemon=True)
+    watcher.start()
+    try:
+        code, _ = stream(command, out / f"schemathesis-{label}.log", {**os.environ, "SCHEMATHESIS_HOOKS": HOOKS}, scratch)
+    finally:
+        done.set()
+        watcher.join()
     if not report.exists():
         return {"cases": 0, "operations": 0, "server_errors": 0, "schema_violations": 0,
                 "failures": [f"{label}: schemathesis exited {code} without a report (see schemathesis-{label}.log)"]}
