@@ -41,12 +41,13 @@ class Answering(Connection):
         if name.lower() == b"retry-after":
             self.retry_after = True
 
-    async def ask(self, request: bytes) -> tuple[int, bool]:
+    async def ask(self, request: bytes) -> tuple[int, bool, float]:
+        """(status, whether Retry-After came, seconds from writing the request to the whole answer)."""
         self.retry_after = False
-        self.sent_at = time.perf_counter()
+        sent = self.sent_at = time.perf_counter()
         status = await self.roundtrip(request)
         self.sent_at = 0.0
-        return status, self.retry_after
+        return status, self.retry_after, time.perf_counter() - sent
 
 
 @dataclass
@@ -54,7 +55,8 @@ class Tally:
     """One second of answers, by the second they completed in."""
 
     kinds: Counter = field(default_factory=Counter)
-    latencies: list[float] = field(default_factory=list)  # ms, answered ok only
+    latencies: list[float] = field(default_factory=list)  # ms from when due, answered ok only
+    on_wire: list[float] = field(default_factory=list)  # ms from when written to the socket, answered ok only
 
 
 @dataclass
@@ -62,7 +64,7 @@ class Recorder:
     start: float
     windows: dict[int, Tally] = field(default_factory=dict)
 
-    def file(self, kind: str, latency_s: float | None = None) -> None:
+    def file(self, kind: str, latency_s: float | None = None, on_wire_s: float | None = None) -> None:
         second = int(time.perf_counter() - self.start)
         tally = self.windows.get(second)
         if tally is None:
@@ -70,6 +72,7 @@ class Recorder:
         tally.kinds[kind] += 1
         if kind == OK and latency_s is not None:
             tally.latencies.append(latency_s * 1e3)
+            tally.on_wire.append(on_wire_s * 1e3)
 
     def take(self, before_second: int) -> list[tuple[int, Tally]]:
         """The windows that can no longer change (ended before `before_second`), removed from the recorder."""
@@ -150,16 +153,16 @@ class Traffic:
         except OSError:
             self.recorder.file("connect")
             return "connect"
-        healthy = True
+        healthy, on_wire = True, None
         try:
-            status, retry_after = await connection.ask(request)
+            status, retry_after, on_wire = await connection.ask(request)
             kind = kind_of(status, retry_after)
         except TimeoutError:
             kind, healthy = "timeout", False
         except OSError:
             kind, healthy = "reset", False
         self.pool.give(connection, healthy)
-        self.recorder.file(kind, time.perf_counter() - due)
+        self.recorder.file(kind, time.perf_counter() - due, on_wire)
         return kind
 
     async def _open_loop(self, rate: float, until: float, tasks: set) -> None:
@@ -221,10 +224,11 @@ class Traffic:
 
 def summarize(tally: Tally) -> dict:
     """A second's counts and percentiles (None when nothing was served in it)."""
-    latencies = np.asarray(tally.latencies)
+    latencies, on_wire = np.asarray(tally.latencies), np.asarray(tally.on_wire)
     p50, p99, top = (*np.percentile(latencies, [50, 99]), latencies.max()) if latencies.size else (None, None, None)
+    wire99 = np.percentile(on_wire, 99) if on_wire.size else None
     return {"answers": sum(tally.kinds.values()), "kinds": dict(tally.kinds), "ok": tally.kinds.get(OK, 0),
-            "p50_ms": _float(p50), "p99_ms": _float(p99), "max_ms": _float(top)}
+            "p50_ms": _float(p50), "p99_ms": _float(p99), "max_ms": _float(top), "p99_on_wire_ms": _float(wire99)}
 
 
 def _float(value) -> float | None:

@@ -23,11 +23,12 @@ from . import compare, kserve_v2, openapi, repository_api, tfserving, torchserve
 from .core import Gateway
 from .management import describe, management_for, pinned_repository
 from .error_responses import HANDLERS
-from .admission import InFlightLimit
+from .admission import Admission
 from .metrics import Metrics
 from .registry import ModelRegistry
 from .routing import protocol_router, share_allowed_methods
 from .served_schemas import served_schemas
+from .server_options import uvicorn_options
 
 log = logging.getLogger("crossdeploy.gateway")
 # FastAPI's native OpenTelemetry asks the global providers on every request whether it is configured: the
@@ -115,8 +116,9 @@ def create_app(settings: Settings | None = None, repository: ModelRepository | N
         return app.openapi_schema
 
     app.openapi = document
-    app.add_middleware(InFlightLimit, limit=settings.max_in_flight, metrics=metrics, retry_after=settings.retry_after_s,
-                       wait_s=settings.admission_wait_ms / 1e3, max_waiting=settings.max_waiting)  # outermost: counts everything
+    # Admission is decided in the HTTP protocol, before a request costs a task (admission.py, server_options.py).
+    app.state.admission = Admission(settings.max_in_flight, metrics, settings.retry_after_s,
+                                    settings.admission_wait_ms / 1e3, settings.max_waiting)
     return app
 
 
@@ -131,4 +133,4 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app = create_app(settings, repository, console=Console())
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=settings.access_log,
-                timeout_graceful_shutdown=5, loop="uvloop", http="httptools")
+                **uvicorn_options(settings, app))

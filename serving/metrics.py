@@ -84,7 +84,8 @@ class Metrics:
         self.models = Gauge("crossdeploy_models_loaded", "Served model versions by state", ("state",), registry=self.registry)
         self.rejected = Counter("crossdeploy_requests_rejected", "Requests refused before decoding, by reason",
                                 ("reason",), registry=self.registry)
-        self.in_flight: Callable[[], int] = lambda: 0  # the in-flight bound tells (see admission.InFlightLimit)
+        self.in_flight: Callable[[], int] = lambda: 0  # admission tells (see admission.Admission)
+        self.waiting: Callable[[], int] = lambda: 0
         self.entries: Callable[[], list] = lambda: []  # the served versions (the gateway tells)
         self._instruments: dict[tuple[str, str, str], Instruments] = {}
         self.registry.register(RequestCollector(self))
@@ -134,6 +135,8 @@ class RequestCollector:
         yield latency
         yield from self._health()
         yield GaugeMetricFamily("crossdeploy_requests_in_flight", "Requests being handled now", value=self.metrics.in_flight())
+        yield GaugeMetricFamily("crossdeploy_requests_waiting", "Requests waiting for an in-flight slot",
+                                value=self.metrics.waiting())
 
 
     def _health(self) -> Iterator:

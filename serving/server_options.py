@@ -1,6 +1,6 @@
 """How uvicorn runs the gateway, in one place (`serve()` and the tests' live gateway both take these):
-httptools with a deadline on each request's headers, and a connection closed once its answer is sent while
-the request's body is still unread."""
+httptools with admission decided in the protocol (admission.py), a deadline on each request's headers, and a
+connection closed once its answer is sent while the request's body is still unread."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from crossdeploy.settings import Settings
+
+from .admission import AdmittingProtocol
 
 _SLOW = b"request headers did not arrive in time"
 REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
@@ -64,7 +66,8 @@ class DeadlineHttpTools(HttpToolsProtocol):
             self.transport.close()
 
 
-def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for uvicorn.Config/uvicorn.run beside the app, host and port."""
-    protocol = type("DeadlineHttpTools", (DeadlineHttpTools,), {"header_timeout_s": settings.header_timeout_s})
+def uvicorn_options(settings: Settings, app) -> dict[str, Any]:
+    """Keyword arguments for uvicorn.Config/uvicorn.run beside the app (made by create_app), host and port."""
+    protocol = type("GatewayProtocol", (AdmittingProtocol, DeadlineHttpTools),
+                    {"header_timeout_s": settings.header_timeout_s, "admission": app.state.admission})
     return {"http": protocol, "loop": "uvloop", "timeout_graceful_shutdown": 5}

@@ -10,6 +10,7 @@ import uvicorn
 from crossdeploy.bench.gateway_floor import free_port
 from crossdeploy.repository import ModelRepository
 from crossdeploy.serving.app import create_app
+from crossdeploy.serving.server_options import uvicorn_options
 from crossdeploy.settings import Settings
 
 
@@ -20,7 +21,8 @@ class LiveGateway:
         self.port = free_port()
         self.settings = Settings(repository=repository.root, host="127.0.0.1", port=self.port, **settings)
         self.app = create_app(self.settings, repository)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+                                **uvicorn_options(self.settings, self.app))
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -13,9 +13,6 @@ import time
 
 import httpx
 import pytest
-import uvicorn
-
-from crossdeploy.serving.server_options import uvicorn_options
 
 from .live import LiveGateway
 
@@ -27,20 +24,9 @@ BODY = b'{"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 8, 8], "
     b"16"] + [b"0"] * 36) + b"]}]}"
 
 
-class Gateway(LiveGateway):
-    """LiveGateway under the uvicorn options `serve()` uses (serving/server_options.py)."""
-
-    def __init__(self, repository, **settings):
-        super().__init__(repository, **settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
-                                **uvicorn_options(self.settings))
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-
 @pytest.fixture(scope="module")
 def live(repository):
-    with Gateway(repository, header_timeout_s=DEADLINE_S, body_timeout_s=DEADLINE_S) as gateway:
+    with LiveGateway(repository, header_timeout_s=DEADLINE_S, body_timeout_s=DEADLINE_S) as gateway:
         yield gateway
 
 
