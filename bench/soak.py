@@ -48,6 +48,7 @@ class Options:
     timeout_s: float = 10.0
     capacity: float | None = None  # req/s; measured when not given
     calibrate_s: float = 10.0
+    connections: int = 512
     server_args: list[str] = field(default_factory=list)
 
 
@@ -162,11 +163,12 @@ def soak(options: Options, console: Console) -> dict:
         requests, labels = request_mix(base)
         console.print(f"mix: {len(requests)} requests ({len(labels) // len(PROTOCOLS)} variants × {len(PROTOCOLS)} protocols)")
         target = Target.parse(base)
-        capacity = options.capacity or calibrate(Traffic(target, requests, options.timeout_s), options.calibrate_s, console)
+        capacity = options.capacity or calibrate(Traffic(target, requests, options.timeout_s, options.connections),
+                                                 options.calibrate_s, console)
         console.print(f"capacity: {capacity:,.0f} answers/s")
         timeline = Timeline(psutil.Process(server.pid) if server else None, console)
         phases = plan(options.minutes, capacity, options.factor)
-        traffic = Traffic(target, requests, options.timeout_s)
+        traffic = Traffic(target, requests, options.timeout_s, options.connections)
         uvloop.run(traffic.run(phases, timeline.on_window, timeline.on_phase))
     finally:
         if server is not None:
@@ -192,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--factor", type=float, default=4.0, help="overload as a multiple of capacity")
     parser.add_argument("--capacity", type=float, default=None, help="answers/s to take as capacity (default: measured)")
     parser.add_argument("--timeout-s", type=float, default=10.0, help="a request unanswered this long is a timeout")
+    parser.add_argument("--connections", type=int, default=512,
+                        help="the load generator's connections at most (open-loop requests beyond wait for one)")
     parser.add_argument("--server-arg", dest="server_args", action="append", default=[],
                         help="an argument for `crossdeploy serve` (repeatable), e.g. --server-arg=--max-in-flight=32")
     options = Options(**vars(parser.parse_args(argv)))

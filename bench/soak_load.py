@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,42 +81,51 @@ class Recorder:
 
 
 class Pool:
-    """Keep-alive connections to the gateway, opened on demand up to `limit`; a request waits for a free one."""
+    """Keep-alive connections to the gateway, opened on demand up to `limit`; beyond it a request waits for a
+    free one in arrival order (its latency running from when it was due)."""
 
     def __init__(self, target: Target, limit: int):
         self.target, self.limit = target, limit
         self.idle: list[Answering] = []
         self.busy: set[Answering] = set()
         self.opened = 0
-        self.freed = asyncio.Event()
+        self.waiters: deque[asyncio.Future] = deque()
 
     async def take(self) -> Answering:
         while self.idle and self.idle[-1].transport.is_closing():  # closed by the server while idle (keep-alive timeout)
             self.idle.pop()
             self.opened -= 1
-        while not self.idle and self.opened >= self.limit:
-            self.freed.clear()
-            await self.freed.wait()
         if self.idle:
             connection = self.idle.pop()
-        else:
+        elif self.opened < self.limit:
             self.opened += 1
             try:
                 _, connection = await asyncio.get_running_loop().create_connection(Answering, self.target.host, self.target.port)
             except OSError:
                 self.opened -= 1
                 raise
+        else:
+            handed = asyncio.get_running_loop().create_future()
+            self.waiters.append(handed)
+            connection = await handed
+            if connection is None:  # the one freed was closed: open a fresh one in its place
+                return await self.take()
         self.busy.add(connection)
         return connection
 
     def give(self, connection: Answering, healthy: bool) -> None:
         self.busy.discard(connection)
-        if healthy and not connection.transport.is_closing():
-            self.idle.append(connection)
-        else:
+        healthy = healthy and not connection.transport.is_closing()
+        if not healthy:
             connection.close()
             self.opened -= 1
-        self.freed.set()
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(connection if healthy else None)
+                return
+        if healthy:
+            self.idle.append(connection)
 
     def expire(self, timeout_s: float) -> int:
         """Closes connections whose request has waited longer than `timeout_s`: their callers count a timeout."""
@@ -136,7 +145,7 @@ class Pool:
 class Traffic:
     """Drives one gateway with a request mix; `run(schedule)` plays phases of (seconds, rate, closed clients)."""
 
-    def __init__(self, target: Target, requests: list[bytes], timeout_s: float = 10.0, max_connections: int = 8192):
+    def __init__(self, target: Target, requests: list[bytes], timeout_s: float = 10.0, max_connections: int = 512):
         self.requests = requests
         self.timeout_s = timeout_s
         self.pool = Pool(target, max_connections)

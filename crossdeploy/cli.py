@@ -113,6 +113,7 @@ def serve(host: Annotated[str, typer.Option(help="Address to bind (CROSSDEPLOY_H
           retry_after: Annotated[int, typer.Option(min=0, help="Retry-After seconds of a 503 for too many in flight.")] = S.retry_after_s,
           admission_wait_ms: Annotated[float, typer.Option(min=0.0, help="How long a request beyond the bound waits for a slot before 503.")] = S.admission_wait_ms,
           max_waiting: Annotated[int, typer.Option(min=0, help="Requests that may wait for a slot at once.")] = S.max_waiting,
+          max_queue_ms: Annotated[float, typer.Option(min=0.001, help="Estimated work one variant may queue before 503.")] = S.max_queue_ms,
           max_batch: Annotated[int, typer.Option(min=1, help="Largest batch per request.")] = S.max_batch,
           max_body_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body (413 above).")] = S.max_body_bytes,
           inline_ms: Annotated[float, typer.Option(min=0.0, help="Run calls estimated below this on the event loop.")] = S.inline_ms,
@@ -125,7 +126,7 @@ def serve(host: Annotated[str, typer.Option(help="Address to bind (CROSSDEPLOY_H
 
     settings = S.model_copy(update=dict(host=host, port=port, repository=repository, serve_threads=threads,
                                         max_in_flight=max_in_flight, retry_after_s=retry_after,
-                                        admission_wait_ms=admission_wait_ms, max_waiting=max_waiting, max_batch=max_batch,
+                                        admission_wait_ms=admission_wait_ms, max_waiting=max_waiting, max_queue_ms=max_queue_ms, max_batch=max_batch,
                                         max_body_bytes=max_body_bytes,
                                         inline_ms=inline_ms, inference_timeout_s=inference_timeout,
                                         model_control_mode=model_control_mode.value, expect_digest=expect_digest,

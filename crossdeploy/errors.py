@@ -127,3 +127,12 @@ class ManagementDisabled(CrossdeployError):
 
     def __init__(self):
         super().__init__("model control is off: start the gateway with --model-control-mode explicit to load or unload")
+
+
+class VariantBusy(Overloaded):
+    """One variant's queue already holds more work than its budget: that variant refuses, the others serve."""
+
+    def __init__(self, name: str, queued: int, retry_after: int = 1):
+        self.name, self.limit, self.retry_after = name, queued, retry_after
+        CrossdeployError.__init__(self, f"model '{name}' is busy: {queued} calls are queued ahead, more than its "
+                                        f"queue budget; retry after {retry_after} s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -46,13 +47,23 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(64, ge=1)
     """Requests allowed in flight at once; beyond it the gateway answers 503 with Retry-After."""
 
-    admission_wait_ms: float = Field(250.0, ge=0.0)
+    admission_wait_ms: float = Field(100.0, ge=0.0)
     """How long a request beyond `max_in_flight` waits for a free slot (first come, first served) before it is
     refused with 503; 0 refuses at once. Under overload this keeps clients that resend at once from turning the
     gateway's time into refusals (docs/reliability.md)."""
 
     max_waiting: int = Field(1024, ge=0)
     """Requests that may wait for a slot at once; beyond it a request is refused without waiting."""
+
+    max_queue_ms: float = Field(500.0, gt=0.0)
+    """Estimated work (calls queued x the variant's measured time per call) one variant's executor may hold; a
+    request beyond it gets 503 + Retry-After at once instead of queueing, so under overload a slow variant cannot
+    fill the in-flight slots the others need."""
+
+    executor_slots: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 2) - 1), ge=0)
+    """Inferences that run on variants' executor threads at once, across all variants (default: the cores
+    but one, which the event loop needs); 0 leaves it unbounded. Each waits its turn in arrival order; a call
+    running past 250 ms gives its turn up."""
 
     retry_after_s: int = Field(1, ge=0)
     """Seconds a client refused for too many requests in flight is told to wait (the 503's Retry-After)."""
@@ -80,7 +91,7 @@ class Settings(BaseSettings):
     """Where a generated management token is written (0600); default <workdir>/management_token."""
 
     expect_digest: str | None = None
-    """sha256 the repository's index must have (`crossdeploy repository-digest` prints it); the gateway refuses
+    """sha256 the repository's index must have (`crossdeploy digest` prints it); the gateway refuses
     to start on any other."""
 
     access_log: bool = False

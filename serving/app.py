@@ -80,7 +80,8 @@ def create_app(settings: Settings | None = None, repository: ModelRepository | N
         registry = ModelRegistry(repository, settings.serve_threads)
         await run_in_threadpool(registry.load_all)
         gateway = Gateway(registry, metrics, settings.max_batch, settings.inline_ms, settings.max_body_bytes,
-                          settings.inference_timeout_s, settings.probe_interval_s)
+                          settings.inference_timeout_s, settings.probe_interval_s, settings.max_queue_ms,
+                          settings.retry_after_s, settings.executor_slots)
         gateway.count_models()
         # TensorFlow, Keras and torch leave millions of long-lived objects behind; a full collection that walks
         # them all stalls the event loop for tens of ms. Frozen, they are never scanned again (gc.freeze).

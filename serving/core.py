@@ -13,7 +13,7 @@ from typing import Awaitable, Callable, TypeVar
 
 import numpy as np
 
-from crossdeploy.errors import InvalidInput, ModelNotFound, ModelNotReady
+from crossdeploy.errors import InvalidInput, ModelNotFound, ModelNotReady, VariantBusy
 
 from . import execution
 from .execution import on_executor, refuse_if_stalled, wait_idle
@@ -41,6 +41,17 @@ def parse_version(name: str, version: str | None) -> int | None:
     return int(version)
 
 
+def refuse_if_busy(served: Served, rows: int) -> None:
+    """503 at once when the version's executor already holds more estimated work than its queue budget: queueing
+    behind it would only hold an in-flight slot the other variants could use. Checked before decoding (for one
+    row: the cheapest a request can be) and again with the request's rows."""
+    queued = served.pending + served.gated
+    if queued:
+        estimate = served.cost.estimate(rows)
+        if estimate is not None and (queued + 1) * estimate > served.limits.queue_ns:
+            raise VariantBusy(served.name, queued, served.limits.retry_after_s)
+
+
 async def run(served: Served, inputs: dict[str, np.ndarray], timings: Timings, inline_ns: float) -> dict[str, np.ndarray]:
     """Inline on the event loop when the call is known to be cheaper than a thread hop's worth (`inline_ns`)
     and the version never overran its deadline, once nothing of this version runs on its executor (an adapter
@@ -55,6 +66,7 @@ async def run(served: Served, inputs: dict[str, np.ndarray], timings: Timings, i
         outputs, started, finished = execution.inline(served, inputs)
         timings.queue_ns = 0
     else:
+        refuse_if_busy(served, rows)
         outputs, started, finished, timings.queue_ns = await on_executor(served, inputs)
     timings.infer_ns = finished - started
     served.cost.observe(rows, timings.infer_ns)
@@ -65,7 +77,8 @@ class Gateway:
     """What routers get from the app: the registry, the limits and the instruments."""
 
     def __init__(self, registry: ModelRegistry, metrics: Metrics, max_batch: int, inline_ms: float = 0.0,
-                 max_body_bytes: int = 1 << 20, inference_timeout_s: float = 10.0, probe_interval_s: float = 2.0):
+                 max_body_bytes: int = 1 << 20, inference_timeout_s: float = 10.0, probe_interval_s: float = 2.0,
+                 queue_ms: float = 500.0, retry_after_s: int = 1, executor_slots: int | None = None):
         self.registry = registry
         self.metrics = metrics
         self.max_batch = max_batch
@@ -74,6 +87,9 @@ class Gateway:
         self.limits = registry.limits  # shared with every entry: a change reaches the loaded ones too
         self.limits.deadline_s = inference_timeout_s
         self.limits.probe_interval_s = probe_interval_s
+        self.limits.queue_ns = queue_ms * 1e6
+        self.limits.retry_after_s = retry_after_s
+        self.limits.gate = execution.Gate(executor_slots) if executor_slots else None
         metrics.entries = registry.all
 
     async def receive(self, protocol: str, name: str, read: Awaitable[T]) -> T:
@@ -98,6 +114,7 @@ class Gateway:
         try:
             for attempt in range(RELOAD_RETRIES + 1):
                 served = self.registry.get(name, parse_version(name, version))
+                refuse_if_busy(served, 1)
                 inputs = decode(served)
                 timings.decode_ns = time.perf_counter_ns() - start
                 try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import Callable
 
 import numpy as np
@@ -27,6 +28,56 @@ from crossdeploy.errors import CrossdeployError, InferenceFailed, InferenceTimeo
 from .registry import Retired, Served
 
 log = logging.getLogger("crossdeploy.gateway")
+
+
+def _nothing() -> None:
+    pass
+
+
+class Gate:
+    """At most `slots` executor calls run at once, across every variant, handed on in arrival order.
+
+    Each variant has its own thread, and under load every one of them has work: ten threads that run Python
+    (TensorFlow eager, Keras, torch) then queue for the GIL beside the event loop, which got it a tenth of the
+    time and fell seconds behind on reading requests. Through the gate the loop competes with `slots` threads.
+    A call that runs longer than `hold_s` gives its slot up (it keeps running): a slow or hung variant holds
+    the others back at most that long."""
+
+    def __init__(self, slots: int, hold_s: float = 0.25):
+        self.free, self.hold_s = slots, hold_s
+        self.waiters: deque[asyncio.Future] = deque()
+
+    async def enter(self) -> Callable[[], None]:
+        """Waits for a slot; returns the one function that gives it back (idempotent, also called on `hold_s`)."""
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+        else:
+            slot = asyncio.get_running_loop().create_future()
+            self.waiters.append(slot)
+            try:
+                await slot
+            except asyncio.CancelledError:
+                if slot.done() and not slot.cancelled():
+                    self._leave()
+                raise
+        timer = asyncio.get_running_loop().call_later(self.hold_s, lambda: leave())
+        left = False
+
+        def leave() -> None:
+            nonlocal left
+            if not left:
+                left = True
+                timer.cancel()
+                self._leave()
+        return leave
+
+    def _leave(self) -> None:
+        while self.waiters:
+            slot = self.waiters.popleft()
+            if not slot.done():
+                slot.set_result(None)
+                return
+        self.free += 1
 
 
 class Call:
@@ -104,6 +155,12 @@ async def on_executor(served: Served, inputs: dict[str, np.ndarray],
     default) on the version's executor, within the deadline."""
     submitted = time.perf_counter_ns()
     call = Call()
+    gate = served.limits.gate
+    served.gated += 1  # counted against the version's queue budget while it waits for the gate
+    try:
+        leave = await gate.enter() if gate is not None else _nothing
+    finally:
+        served.gated -= 1
 
     def work():
         if call.abandoned:  # its caller was answered 504 while it queued
@@ -118,6 +175,7 @@ async def on_executor(served: Served, inputs: dict[str, np.ndarray],
     try:
         future = asyncio.get_running_loop().run_in_executor(served.executor, work)
     except RuntimeError:  # the executor refuses new calls once shut down, which only a (re)load does
+        leave()
         if served.retired:
             raise Retired(served.name) from None
         raise
@@ -125,6 +183,7 @@ async def on_executor(served: Served, inputs: dict[str, np.ndarray],
     served.executor_idle.clear()
 
     def done(finished_future):
+        leave()
         if not finished_future.cancelled():
             finished_future.exception()  # read here: a caller that gave up never will, and asyncio would warn
         served.pending -= 1

@@ -80,6 +80,9 @@ class Limits:
 
     deadline_s: float = 10.0
     probe_interval_s: float = 2.0
+    queue_ns: float = 500e6  # estimated work a version's executor may hold before it refuses more (503)
+    retry_after_s: int = 1
+    gate: object | None = None  # execution.Gate: how many executor calls run at once across variants
 
 
 @dataclass
@@ -110,6 +113,7 @@ class Served:
     executor: ThreadPoolExecutor | None = None
     cost: Cost = field(default_factory=Cost)
     pending: int = 0  # calls submitted to the executor and not finished (counted on the event loop)
+    gated: int = 0  # calls waiting for the executor gate (serving/execution.py), not yet submitted
     executor_idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while pending is 0
     instruments: dict = field(default_factory=dict)  # protocol -> metrics.Instruments, looked up once
     retired: bool = False  # replaced or unloaded: its executor takes no new calls
