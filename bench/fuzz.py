@@ -4,7 +4,7 @@ over every operation /openapi.json documents, with every check, positive and neg
 Hypothesis properties run under the "fuzz" profile (tests/conftest.py) with many more examples.
 Writes <out>/report.json and report.md (see fuzz_report.py); exits 1 when anything failed.
 
-    python -m crossdeploy.bench.fuzz --repository model_repository [--examples 40] [--out build/reports/fuzz]
+    python -m crossdeploy.bench.fuzz --repository model_repository [--examples 60] [--out build/reports/fuzz]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ ST_OPTIONS = ["--checks", "all", "--phases", "examples,coverage,fuzzing", "--mod
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m crossdeploy.bench.fuzz", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="the built model repository")
-    parser.add_argument("--examples", type=int, default=40,
+    parser.add_argument("--examples", type=int, default=60,
                         help="schemathesis examples per operation in the fuzzing phase (load/unload get 1/20 of it)")
     parser.add_argument("--codec-examples", type=int, default=5000, help="Hypothesis examples per codec property")
     parser.add_argument("--seed", type=int, default=None, help="schemathesis seed (default: a random one, reported)")
