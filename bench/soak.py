@@ -48,7 +48,7 @@ class Options:
     timeout_s: float = 10.0
     capacity: float | None = None  # req/s; measured when not given
     calibrate_s: float = 10.0
-    connections: int = 512
+    connections: int = 1024
     server_args: list[str] = field(default_factory=list)
 
 
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--factor", type=float, default=4.0, help="overload as a multiple of capacity")
     parser.add_argument("--capacity", type=float, default=None, help="answers/s to take as capacity (default: measured)")
     parser.add_argument("--timeout-s", type=float, default=10.0, help="a request unanswered this long is a timeout")
-    parser.add_argument("--connections", type=int, default=512,
+    parser.add_argument("--connections", type=int, default=1024,
                         help="the load generator's connections at most (open-loop requests beyond wait for one)")
     parser.add_argument("--server-arg", dest="server_args", action="append", default=[],
                         help="an argument for `crossdeploy serve` (repeatable), e.g. --server-arg=--max-in-flight=32")

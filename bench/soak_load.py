@@ -145,7 +145,7 @@ class Pool:
 class Traffic:
     """Drives one gateway with a request mix; `run(schedule)` plays phases of (seconds, rate, closed clients)."""
 
-    def __init__(self, target: Target, requests: list[bytes], timeout_s: float = 10.0, max_connections: int = 512):
+    def __init__(self, target: Target, requests: list[bytes], timeout_s: float = 10.0, max_connections: int = 1024):
         self.requests = requests
         self.timeout_s = timeout_s
         self.pool = Pool(target, max_connections)
