@@ -147,7 +147,8 @@ def matrix(specs: list[Path] | None, workdir: Path, out: Path | None = None, pat
         from crossdeploy.export.matrix_register import import_warnings
 
         console.print(f"registered into {register}: {', '.join(run.registered)} "
-                      "(a running gateway loads each with POST /v2/repository/models/<name>/load)")
+                      "(a gateway started with --model-control-mode explicit loads each with POST "
+                      "/v2/repository/models/<name>/load and the management token)")
         for warning in import_warnings(loaded, run.registered, target):
             console.print(f"[yellow]! {warning}")
     failures = run.required_failures

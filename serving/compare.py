@@ -102,7 +102,7 @@ def _selected(request: Request, document: dict | None) -> list[str] | None:
 
 @router.post("/v1/compare", **doc.operation(
     "compare", "One input through every variant, side by side", parameters=(VARIANTS,),
-    ok={"application/json": {"schema": RESPONSE}}, errors=(400, 404, 413, 415, 503),
+    ok={"application/json": {"schema": RESPONSE}}, errors=(400, 404, 408, 413, 415, 503),
     body={**UPLOAD_BODY, **doc.json_body(REQUEST)}))
 async def compare(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway

@@ -22,7 +22,7 @@ STATUS = {ModelNotFound: 404, ModelNotReady: 503, InvalidInput: 400, PayloadTooL
 TORCHSERVE_PREFIXES = ("/predictions", "/ping", "/models")
 TORCHSERVE_TYPES = {404: "ModelNotFoundException", 503: "ServiceUnavailableException", 400: "BadRequestException",
                     413: "PayloadTooLargeException", 415: "UnsupportedMediaTypeException",
-                    405: "MethodNotAllowedException", 500: "InternalServerException", 504: "RequestTimeoutException",
+                    405: "MethodNotAllowedException", 500: "InternalServerException", 504: "RequestTimeoutException", 408: "RequestTimeoutException",
                     401: "UnauthorizedException", 403: "ForbiddenException"}
 log = logging.getLogger("crossdeploy.gateway")
 

@@ -34,7 +34,7 @@ _BINARY = {"type": "string", "format": "binary",
 _INFER = {
     "ok": {"application/json": {"schema": doc.component(schemas.InferenceResponse)}, "application/octet-stream": {"schema": _BINARY}},
     "ok_headers": {HEADER_LENGTH: {"description": "present when outputs are binary", "schema": {"type": "integer"}}},
-    "errors": (400, 404, 413, 415, 500, 503, 504),
+    "errors": (400, 404, 408, 413, 415, 500, 503, 504),
     "body": {**{m: {"schema": doc.component("InferenceRequest", schemas.INFERENCE_REQUEST)} for m in ("application/json", "application/vnd.kserve+json")},
              "application/octet-stream": {"schema": _BINARY}},
 }

@@ -28,7 +28,7 @@ def _gateway(request: Request) -> Gateway:
 @router.post("/v2/repository/index", **doc.operation(
     "v2_repository_index", "Every model version in the repository and its state",
     ok={"application/json": {"schema": {"type": "array", "items": doc.component(schemas.IndexEntry)}}},
-    errors=(400, 413, 415, 503), body=doc.json_body(doc.component(schemas.IndexRequest)), body_required=False))
+    errors=(400, 408, 413, 415, 503), body=doc.json_body(doc.component(schemas.IndexRequest)), body_required=False))
 async def repository_index(request: Request) -> Response:
     gateway = _gateway(request)
     require_media(request, ("application/json",))

@@ -44,7 +44,7 @@ class SignatureMetadata(BaseModel):
     metadata: dict[str, Any]
 
 
-_PREDICT = {"ok": {"application/json": {"schema": doc.component(PredictResponse)}}, "errors": (400, 404, 413, 415, 500, 503, 504),
+_PREDICT = {"ok": {"application/json": {"schema": doc.component(PredictResponse)}}, "errors": (400, 404, 408, 413, 415, 500, 503, 504),
             "body": doc.json_body(doc.component("PredictRequest", {
                 "type": "object", "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
                 "properties": {"signature_name": {"enum": [None, "", SIGNATURE]},

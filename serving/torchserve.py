@@ -65,7 +65,7 @@ UPLOAD_BODY = {
                 "encoding": {"data": {"contentType": "image/*"}}},
 }
 _PREDICT = {"ok": {"application/json": {"schema": {"anyOf": [_CLASSES, {"type": "array", "items": _CLASSES}]}}},
-            "errors": (400, 404, 413, 415, 500, 503, 504), "torchserve": True, "body": UPLOAD_BODY}
+            "errors": (400, 404, 408, 413, 415, 500, 503, 504), "torchserve": True, "body": UPLOAD_BODY}
 _NAME, _VERSION = (doc.MODEL,), (doc.MODEL, doc.VERSION)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from crossdeploy.errors import InvalidInput, PayloadTooLarge
 
-from .http import read_body, require_media
+from .http import body_deadline, read_body, require_media
 
 IMAGE_MEDIA = ("image/*", "application/octet-stream")
 MULTIPART = "multipart/form-data"
@@ -31,8 +32,9 @@ async def _read_form(request: Request, limit: int) -> tuple[str, bytes]:
         return message
 
     try:
-        form = await Request(request.scope, bounded).form(max_files=4, max_fields=16, max_part_size=limit)
-    except PayloadTooLarge:
+        async with body_deadline(request):
+            form = await Request(request.scope, bounded).form(max_files=4, max_fields=16, max_part_size=limit)
+    except (PayloadTooLarge, HTTPException):
         raise
     except Exception as exc:  # python-multipart raises several types for a broken form
         raise InvalidInput(f"malformed multipart form: {exc}") from exc
