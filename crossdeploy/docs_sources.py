@@ -60,8 +60,7 @@ def bench_report(report: Path, docs: Path) -> str:
     from crossdeploy.bench.results import BenchReport
 
     run = BenchReport.model_validate_json(report.read_text())
-    lines = markdown(run, images=[]).splitlines()
-    body = [("#" + line) if line.startswith("## ") else line for line in lines if not line.startswith("# ")]
+    body = _demoted(markdown(run, images=[])).splitlines()
     charts = sorted(report.parent.glob("*.png"))
     folder = docs / "bench"
     folder.mkdir(exist_ok=True)
@@ -80,6 +79,29 @@ def gateway_floor(report: Path, docs: Path) -> str:
     return markdown(GatewayFloorReport.model_validate_json(report.read_text()))
 
 
+def _demoted(markdown: str) -> str:
+    """A report's own Markdown inside a page: its title dropped, every other heading one level down."""
+    lines = markdown.splitlines()
+    return "\n".join(("#" + line) if line.startswith("## ") else line for line in lines if not line.startswith("# ")).strip() + "\n"
+
+
+def soak_report(report: Path, docs: Path) -> str:
+    """The soak's report.md, its plots copied to docs/soak/ (the per-second timeline stays in the report)."""
+    from crossdeploy.bench.soak_report import markdown
+
+    folder = docs / "soak"
+    folder.mkdir(exist_ok=True)
+    for png in sorted(report.parent.glob("*.png")):
+        shutil.copyfile(png, folder / png.name)
+    return _demoted(markdown(json.loads(report.read_text()))).replace("](", "](soak/")
+
+
+def fuzz_report(report: Path, docs: Path) -> str:
+    from crossdeploy.bench.fuzz_report import markdown
+
+    return _demoted(markdown(json.loads(report.read_text())))
+
+
 SOURCES: dict[str, Source] = {
     "parity-table": Source("parity/parity.json", "make pipeline", parity_table),
     "parity-figure": Source("parity/parity.png", "make pipeline", parity_figure),
@@ -87,4 +109,6 @@ SOURCES: dict[str, Source] = {
     "matrix-figure": Source("matrix/matrix.png", "make matrix", matrix_figure),
     "bench-report": Source("bench/latest/results.json", "make bench", bench_report),
     "gateway-floor": Source("gateway/gateway_floor.json", "make bench-gateway", gateway_floor),
+    "soak-report": Source("soak/report.json", "make soak", soak_report),
+    "fuzz-report": Source("fuzz/report.json", "make fuzz", fuzz_report),
 }
