@@ -26,14 +26,18 @@ def markdown(report: dict) -> str:
              f"`{report['command']}` at {report['commit']}, finished {report['finished']}. Capacity of the mix "
              f"({len(report['mix'])} requests: every ready variant in every protocol): **{report['capacity_per_s']:,.0f} "
              f"answers/s**; overload: {report['factor']:g}× that, open loop, plus 32 clients that resend at once when refused.", "",
-             "| # | phase | s | offered open-loop/s | served/s | share of capacity | p50 ms | p99 ms | refused | recovery s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| # | phase | s | offered open-loop/s | served/s | share of capacity | of the phase before | p50 ms | p99 ms | refused | recovery s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for f in report["phases"]:
         recovery = f.get("recovery_s", "")
+        before = f.get("share_of_phase_before")
         lines.append(f"| {f['index']} | {f['name']} | {f['seconds']:.0f} | {f['open_loop_rate']:,.0f} | {f['goodput_per_s']:,.0f} | "
-                     f"{f['share_of_capacity']:.0%} | {_ms(f['p50_ms'])} | {_ms(f['p99_ms'])} | {f['refused_share']:.1%} | "
+                     f"{f['share_of_capacity']:.0%} | {'' if before is None else f'{before:.0%}'} | {_ms(f['p50_ms'])} | "
+                     f"{_ms(f['p99_ms'])} | {f['refused_share']:.1%} | "
                      f"{'never' if recovery is None else recovery} |")
-    lines += ["", "Answers by kind: " + ", ".join(f"{k}: {v:,}" for k, v in sorted(report["kinds"].items())) + ".", ""]
+    lines += ["", "*Share of capacity*: served ÷ the calibrated capacity (16 closed-loop clients); *of the phase before*: "
+              "served ÷ what the capacity phase just before served under its mixed open- and closed-loop load.",
+              "", "Answers by kind: " + ", ".join(f"{k}: {v:,}" for k, v in sorted(report["kinds"].items())) + ".", ""]
     rss, drift = report["rss"], report["p99_drift"]
     if rss["growth"] is not None:
         lines.append(f"RSS: {rss['first_mb']:.0f} MB at the first second, {rss['warm_mb']:.0f} MB after the first phase, "

@@ -55,6 +55,9 @@ def phase_figures(timeline, phases, capacity: float) -> list[dict]:
                   "p99_ms": percentile(timeline.latencies.get(index, []), 99),
                   "refused_share": (kinds.get(REFUSED, 0) + kinds.get(REFUSED_BARE, 0)) / answers if answers else 0.0,
                   "rss_mb_end": next((r["rss_mb"] for r in reversed(rows) if r.get("rss_mb")), None)}
+        if name == "overload" and index >= 1:  # against what the same gateway served in the phase before
+            before = out[index - 1]["goodput_per_s"]
+            figure["share_of_phase_before"] = figure["goodput_per_s"] / before if before else None
         if name == "back" and index >= 2:
             figure["recovery_s"] = recovery(rows, out[index - 2]["p99_ms"])
         out.append(figure)

@@ -52,8 +52,9 @@ class Settings(BaseSettings):
     refused with 503; 0 refuses at once. Under overload this keeps clients that resend at once from turning the
     gateway's time into refusals (docs/reliability.md)."""
 
-    max_waiting: int = Field(1024, ge=0)
-    """Requests that may wait for a slot at once; beyond it a request is refused without waiting."""
+    max_waiting: int = Field(64, ge=0)
+    """Requests that may wait for a slot at once; beyond it a request is refused without waiting. About as many
+    as the slots that free within the wait: a request further back would only wait to be refused (a timer each)."""
 
     max_queue_ms: float = Field(500.0, gt=0.0)
     """Estimated work (calls queued x the variant's measured time per call) one variant's executor may hold; a

@@ -40,9 +40,9 @@ class Waiter:
 class Admission:
     """The slots, the queue of waiters and the pre-encoded refusals; one per app, shared by its connections."""
 
-    def __init__(self, limit: int, metrics, retry_after: int = 1, wait_s: float = 0.25, max_waiting: int | None = None):
+    def __init__(self, limit: int, metrics, retry_after: int = 1, wait_s: float = 0.1, max_waiting: int | None = None):
         self.limit, self.metrics, self.wait_s = limit, metrics, wait_s
-        self.max_waiting = 16 * limit if max_waiting is None else max_waiting
+        self.max_waiting = limit if max_waiting is None else max_waiting
         self.current = 0
         self.queued = 0  # live waiters; `waiting` may also hold expired ones, skipped when a slot is handed on
         self.waiting: deque[Waiter] = deque()
