@@ -30,6 +30,7 @@ from crossdeploy.repository import V2_TO_NUMPY
 
 from . import servers
 from .loadgen import Target, encode_request
+from .provenance import git_revision
 from .requests import PROTOCOLS, build
 from .soak_load import OK, Traffic, summarize
 from .soak_verdict import judge
@@ -157,6 +158,7 @@ def calibrate(traffic: Traffic, seconds: float, console: Console) -> float:
 
 def soak(options: Options, console: Console) -> dict:
     server, base = None, options.url
+    commit = git_revision()  # the code the gateway starts with, whatever is committed while it runs
     if base is None:
         server, base = start_gateway(options)
     try:
@@ -173,7 +175,7 @@ def soak(options: Options, console: Console) -> dict:
     finally:
         if server is not None:
             servers.stop([server])
-    return judge(timeline, phases, capacity, options, labels)
+    return judge(timeline, phases, capacity, options, labels, commit)
 
 
 def start_gateway(options: Options):

@@ -8,7 +8,7 @@ from collections import Counter
 
 import numpy as np
 
-from .provenance import git_revision, machine
+from .provenance import machine
 from .soak_load import OK, REFUSED, REFUSED_BARE
 
 GOODPUT_SHARE = 0.80  # served under overload, as a share of capacity
@@ -100,7 +100,7 @@ def checks(figures: list[dict], rss: dict, totals: Counter) -> list[dict]:
     return found
 
 
-def judge(timeline, phases, capacity: float, options, labels: list[str]) -> dict:
+def judge(timeline, phases, capacity: float, options, labels: list[str], commit: str) -> dict:
     figures = phase_figures(timeline, phases, capacity)
     totals = Counter()
     for f in figures:
@@ -108,7 +108,7 @@ def judge(timeline, phases, capacity: float, options, labels: list[str]) -> dict
     rss = rss_growth(timeline)
     steady = [f for f in figures if f["name"] != "overload"]
     return {
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": git_revision(), "machine": machine().model_dump(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": commit, "machine": machine().model_dump(),
         "command": f"python -m crossdeploy.bench.soak --minutes {options.minutes:g}"
                    + "".join(f" --server-arg={a}" for a in options.server_args),
         "minutes": options.minutes, "capacity_per_s": capacity, "factor": options.factor, "mix": labels,
