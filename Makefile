@@ -85,7 +85,7 @@ SOAK_ARGS ?=
 soak: $(BUILT)
 	$(BIN)/python -m crossdeploy.bench.soak --repository $(REPOSITORY) $(SOAK_ARGS)
 
-# The tables and figures of docs/, written from whatever reports build/reports/ holds (pipeline, matrix, bench,
+# The tables and figures of docs/, written from whatever reports build/reports/ holds (pipeline, matrix, bench, soak, fuzz,
 # bench-gateway); a report not made yet leaves its section as it was, or saying which target makes it.
 .PHONY: docs
 docs: install
