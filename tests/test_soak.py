@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from crossdeploy.docs_sources import soak_report
+
 pytestmark = pytest.mark.slow
 
 
@@ -30,3 +32,8 @@ def test_two_minutes_of_capacity_overload_and_back(repository, tmp_path):
     assert len(report["mix"]) == 4 * len(repository.names())
     assert report["rss"]["growth"] is not None and all(row["rss_mb"] for row in report["timeline"])
     assert "| overload |" in (out / "report.md").read_text()
+    docs = tmp_path / "docs"  # what make docs puts in docs/reliability.md: the report's Markdown, its plots beside
+    docs.mkdir()
+    region = soak_report(out / "report.json", docs)
+    assert "| overload |" in region and "](soak/answers.png)" in region and not region.startswith("# ")
+    assert (docs / "soak" / "answers.png").read_bytes() == (out / "answers.png").read_bytes()
