@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from functools import cached_property
 from typing import Callable
 
 from crossdeploy.errors import Overloaded
@@ -127,16 +128,15 @@ class AdmittingProtocol:
     def _start_asgi_task(self, cycle, app) -> None:
         if app is not self.app or cycle.scope["method"] not in COUNTED:
             return super()._start_asgi_task(cycle, app)
-        admission = self.admission
-        released = getattr(self, "_released", None) or self._wrap()
+        admission, released = self.admission, self._released
         if admission.admit():
             return super()._start_asgi_task(cycle, released)
         if not admission.wait(lambda: self._start_late(cycle, released), lambda: self._refuse(cycle, now=True)):
             self._refuse(cycle)
 
-    def _wrap(self) -> Released:
-        self._released = Released(self.app, self.admission)
-        return self._released
+    @cached_property
+    def _released(self) -> Released:
+        return Released(self.app, self.admission)
 
     def _start_late(self, cycle, released) -> bool:
         if self.transport.is_closing() or cycle.disconnected:

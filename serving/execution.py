@@ -60,7 +60,6 @@ class Gate:
                 if slot.done() and not slot.cancelled():
                     self._leave()
                 raise
-        timer = asyncio.get_running_loop().call_later(self.hold_s, lambda: leave())
         left = False
 
         def leave() -> None:
@@ -69,6 +68,7 @@ class Gate:
                 left = True
                 timer.cancel()
                 self._leave()
+        timer = asyncio.get_running_loop().call_later(self.hold_s, leave)
         return leave
 
     def _leave(self) -> None:
