@@ -1,4 +1,4 @@
-"""`crossdeploy train | export | parity | pipeline | matrix | serve | digest | bench | docs`: each parses and calls one library
+"""`crossdeploy train | export | parity | pipeline | matrix | serve | deploy | digest | bench | docs`: each parses and calls one library
 function, with the frameworks' own output sent to <workdir>/logs/<command>.log (see framework_log)."""
 
 from __future__ import annotations
@@ -139,6 +139,24 @@ def serve(host: Annotated[str, typer.Option(help="Address to bind (CROSSDEPLOY_H
     uvicorn_lines_to_terminal()
     with quiet(S.workdir, "serve"):
         run(settings)
+
+
+DeployTarget = enum.Enum("DeployTarget", {"k8s": "k8s", "kserve": "kserve", "triton": "triton"}, type=str)
+
+
+@app.command()
+def deploy(target: Annotated[DeployTarget, typer.Argument(help="k8s: Deployment, Service, HPA, ConfigMap; kserve: ServingRuntime + InferenceService; triton: config.pbtxt per variant Triton serves itself.")],
+           repository: Repository = S.repository,
+           out: Annotated[Path, typer.Option(help="Folder the manifests are written to.")] = Path("build/deploy"),
+           image: Annotated[Optional[str], typer.Option(help="The gateway image (default: the one docker/ builds).", show_default=False)] = None,
+           storage_uri: Annotated[Optional[str], typer.Option(help="kserve: where the cluster finds the repository (default: a PVC URI).", show_default=False)] = None,
+           per_variant: Annotated[bool, typer.Option(help="kserve: one InferenceService per variant instead of one per repository.")] = False):
+    """Write what hands the repository to Kubernetes, KServe or Triton, generated from the repository itself."""
+    from crossdeploy.deploy import generate
+
+    for path in generate(target.value, repository, out, settings=S, image=image, storage_uri=storage_uri,
+                         per_variant=per_variant):
+        print(path)
 
 
 @app.command()
