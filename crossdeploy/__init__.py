@@ -22,6 +22,7 @@ def _keep_writes_inside_project() -> None:
         "CUDA_VISIBLE_DEVICES": "-1",  # CPU-only machine: skip the CUDA probe and its noise
         "TF_ENABLE_ONEDNN_OPTS": "0",  # oneDNN reorders float sums: results would drift between runs
         "TOKENIZERS_PARALLELISM": "false",
+        "RAY_USAGE_STATS_ENABLED": "0",  # the Ray engine: no usage report leaves the machine
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)

@@ -24,8 +24,20 @@ def first_lines(exc: BaseException, count: int = 4, width: int = 240) -> str:
     return "\n".join(lines[:count])
 
 
+def _restored(cls: type, args: tuple, state: dict) -> "CrossdeployError":
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, *args)
+    exc.__dict__.update(state)
+    return exc
+
+
 class CrossdeployError(Exception):
     """Base of every error crossdeploy expects and reports in one line."""
+
+    def __reduce__(self):
+        # Pickled whole (fields and message): an error raised in a Ray replica reaches the gateway as itself,
+        # although most subclasses take other constructor arguments than their message.
+        return _restored, (type(self), self.args, dict(self.__dict__))
 
 
 class ConfigError(CrossdeployError):

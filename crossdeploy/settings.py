@@ -6,12 +6,84 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+FAMILIES = ("torch", "tensorflow", "onnx", "executorch")
+
+
+class FamilyScale(BaseModel):
+    """How one runtime family's model deployment runs on the Ray engine (a replica is one process)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    replicas: int = Field(1, ge=1)
+    """Replicas at start; with `max_replicas` above it, the autoscaling floor (Ray's `min_replicas`)."""
+
+    max_replicas: int | None = Field(None, ge=1)
+    """Autoscale between `replicas` and this many; unset: a fixed `replicas`."""
+
+    target_ongoing_requests: float = Field(2.0, gt=0.0)
+    """Requests in progress per replica that Ray's autoscaler aims at."""
+
+    num_cpus: float = Field(0.25, gt=0.0)
+    """CPUs Ray reserves per replica. Ray sets OMP_NUM_THREADS from it (1 when fractional); the runtimes'
+    threads come from `threads` instead, set explicitly in every replica."""
+
+    threads: int = Field(1, ge=1)
+    """Intra-op threads per runtime in a replica (torch, onnxruntime, TensorFlow, LiteRT)."""
+
+    max_ongoing_requests: int = Field(8, ge=1)
+    """Requests one replica works on at once (Ray's `max_ongoing_requests`)."""
+
+    max_queued_requests: int = Field(64, ge=-1)
+    """Requests the family's callers may queue for a replica beyond that; more are refused with 503 and
+    Retry-After in the protocol's format (-1: unbounded)."""
+
+    @model_validator(mode="after")
+    def _floor_below_ceiling(self):
+        if self.max_replicas is not None and self.max_replicas < self.replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) is below replicas ({self.replicas})")
+        return self
+
+
+class RayEngine(BaseModel):
+    """The `serve` section for `crossdeploy serve --engine ray` (env: CROSSDEPLOY_RAY__<FIELD>, and
+    CROSSDEPLOY_RAY__FAMILIES__<FAMILY>__<FIELD>)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    address: str | None = None
+    """A Ray cluster to join ("auto", "ray://host:10001", "host:6379"); unset: a cluster started with `ray start`
+    on this machine when there is one, else a local one for this process, with `num_cpus`."""
+
+    num_cpus: int | None = Field(None, ge=1)
+    """CPUs of the local cluster this process starts (default: the machine's)."""
+
+    ingress_replicas: int = Field(1, ge=1)
+    """Replicas of the ingress (the FastAPI app: protocols, codecs, compare, metrics, page)."""
+
+    ingress_cpus: float = Field(0.25, gt=0.0)
+    """CPUs Ray reserves per ingress replica."""
+
+    health_check_period_s: float = Field(10.0, gt=0.0)
+    """How often Ray asks every model replica to run each of its variants once; a replica that fails is replaced."""
+
+    families: dict[str, FamilyScale] = Field(default_factory=lambda: {f: FamilyScale() for f in FAMILIES})
+    """One model deployment per runtime family: torch (eager, TorchScript, torch.export, AOTInductor),
+    tensorflow (SavedModel, Keras), onnx (onnxruntime and LiteRT), executorch. A family's crash is its own."""
+
+    @model_validator(mode="after")
+    def _known_families(self):
+        unknown = sorted(set(self.families) - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown runtime families {unknown} (known: {', '.join(FAMILIES)})")
+        self.families = {f: self.families.get(f, FamilyScale()) for f in FAMILIES}
+        return self
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CROSSDEPLOY_", use_attribute_docstrings=True)
+    model_config = SettingsConfigDict(env_prefix="CROSSDEPLOY_", use_attribute_docstrings=True, env_nested_delimiter="__")
 
     repository: Path = Field(default_factory=lambda: Path.cwd() / "model_repository")
     """Root of the Triton-style model repository: <repository>/<variant>/<version>/<file>."""
@@ -94,6 +166,13 @@ class Settings(BaseSettings):
     expect_digest: str | None = None
     """sha256 the repository's index must have (`crossdeploy digest` prints it); the gateway refuses
     to start on any other."""
+
+    engine: Literal["inprocess", "ray"] = "inprocess"
+    """What runs the gateway: "inprocess", one process holding every variant (uvicorn); "ray", a Ray Serve
+    application: the FastAPI app as the ingress, one model deployment per runtime family (`ray`)."""
+
+    ray: RayEngine = Field(default_factory=RayEngine)
+    """The Ray engine's section: cluster, replicas and CPUs per family (docs/scaling.md)."""
 
     access_log: bool = False
     """Log every request (uvicorn's access log); off by default, as in Triton, to keep latency honest."""

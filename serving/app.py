@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import logging
 from contextlib import asynccontextmanager
+from typing import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -68,7 +69,10 @@ def served_facts(app: FastAPI) -> dict[str, dict]:
 
 
 def create_app(settings: Settings | None = None, repository: ModelRepository | None = None,
-               console: Console | None = None) -> FastAPI:
+               console: Console | None = None,
+               registry: Callable[[ModelRepository], ModelRegistry] | None = None) -> FastAPI:
+    """`registry` builds what serves the variants; by default a ModelRegistry that loads each into this process
+    (the Ray engine passes one whose entries run on its model deployments)."""
     settings = settings or Settings()
     # Sealed, and pinned under --expect-digest (a repository with another digest is refused here, before serving).
     repository = pinned_repository(settings, repository or ModelRepository(settings.repository, settings.keep_versions))
@@ -77,9 +81,9 @@ def create_app(settings: Settings | None = None, repository: ModelRepository | N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        registry = ModelRegistry(repository, settings.serve_threads)
-        await run_in_threadpool(registry.load_all)
-        gateway = Gateway(registry, metrics, settings.max_batch, settings.inline_ms, settings.max_body_bytes,
+        served = registry(repository) if registry else ModelRegistry(repository, settings.serve_threads)
+        await run_in_threadpool(served.load_all)
+        gateway = Gateway(served, metrics, settings.max_batch, settings.inline_ms, settings.max_body_bytes,
                           settings.inference_timeout_s, settings.probe_interval_s, settings.max_queue_ms,
                           settings.retry_after_s, settings.executor_slots)
         gateway.count_models()
@@ -93,10 +97,10 @@ def create_app(settings: Settings | None = None, repository: ModelRepository | N
             console.print(summary_table(gateway, f"http://{settings.host}:{settings.port}"))
             console.print(f"serving on [bold]http://{settings.host}:{settings.port}[/] — docs at /docs, metrics at /metrics")
             console.print(describe(management, repository.pinned is not None), markup=False, highlight=False, soft_wrap=True)
-        for entry in (e for e in registry.all() if not e.ready):
+        for entry in (e for e in served.all() if not e.ready):
             log.error("%s v%s is UNAVAILABLE: %s", entry.name, entry.version, entry.reason)
         yield
-        await run_in_threadpool(registry.close)
+        await run_in_threadpool(served.close)
 
     app = FastAPI(title="crossdeploy gateway", version=__version__, lifespan=lifespan, exception_handlers=HANDLERS,
                   description=DESCRIPTION, telemetry=TELEMETRY_OFF)

@@ -57,8 +57,12 @@ async def run(served: Served, inputs: dict[str, np.ndarray], timings: Timings, i
     and the version never overran its deadline, once nothing of this version runs on its executor (an adapter
     is never entered twice at once); otherwise on the version's own executor thread, so a slow variant queues
     only its own requests. Either way within the inference deadline (serving/execution.py)."""
-    refuse_if_stalled(served)
     rows = next(iter(inputs.values())).shape[0]
+    if served.remote is not None:
+        outputs, started, finished = await execution.remotely(served, inputs)
+        timings.infer_ns = finished - started
+        return outputs
+    refuse_if_stalled(served)
     estimate = served.cost.estimate(rows)
     if estimate is not None and estimate <= inline_ns and not served.inline_banned:
         if served.pending:  # a larger call is on the executor: wait for it rather than queue behind it there

@@ -201,3 +201,15 @@ async def on_executor(served: Served, inputs: dict[str, np.ndarray],
     except Exception as exc:
         raise failed(served, exc) from exc
     return outputs, started, finished, started - submitted
+
+
+async def remotely(served: Served, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int, int]:
+    """(outputs, began, finished) of one call of a version another process runs (the Ray engine's replicas,
+    which queue, refuse and time calls out themselves), within the deadline here too: a lost reply is a 504."""
+    started = time.perf_counter_ns()
+    try:
+        async with asyncio.timeout(served.limits.deadline_s):
+            outputs = await served.remote.infer(inputs)
+    except TimeoutError:
+        raise InferenceTimeout(served.name, served.limits.deadline_s) from None
+    return outputs, started, time.perf_counter_ns()

@@ -20,7 +20,7 @@ import numpy as np
 from crossdeploy.errors import CrossdeployError, InferenceTimeout
 from crossdeploy.repository import sha256_of
 
-from .execution import on_executor
+from .execution import on_executor, remotely
 from .registry import Health, ModelRegistry, Retired, Served, probe_inputs
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -59,7 +59,10 @@ def server_ready(entries: list[Served]) -> bool:
 async def _probe(served: Served) -> Health:
     reason = ""
     try:
-        outputs = (await on_executor(served, probe_inputs(served.config), lambda inputs: _measured(served, inputs)))[0]
+        if served.remote is not None:  # one replica of its family answers (serving/ray_engine)
+            outputs = (await remotely(served, probe_inputs(served.config)))[0]
+        else:
+            outputs = (await on_executor(served, probe_inputs(served.config), lambda inputs: _measured(served, inputs)))[0]
         if set(outputs) != set(served.output_names) or any(v.shape[:1] != (1,) for v in outputs.values()):
             reason = "the health probe's outputs do not match the signature"
     except Retired:
@@ -91,7 +94,7 @@ def _measured(served: Served, inputs: dict[str, np.ndarray]) -> dict[str, np.nda
 
 def artifact_drift(served: Served) -> str:
     """What changed in the version folder since load, or "" (a file is re-hashed only when its stat changed)."""
-    runtime = served.runtime
+    runtime = served.runtime or served.remote  # either knows its version record and folder
     for record in runtime.version.files:
         path = runtime.directory / record.path
         try:

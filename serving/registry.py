@@ -126,6 +126,7 @@ class Served:
     raised: int = 0  # calls the runtime failed (logged in full once)
     probe_rss_growth: int = 0  # bytes the process grew across this version's health probes (a leak hint)
     file_stats: dict = field(default_factory=dict)  # artifact path -> (size, mtime_ns, inode) when last hashed
+    remote: object | None = None  # on the Ray engine: the family deployment that runs it (ray_engine/remote.py)
 
     @property
     def loaded(self) -> bool:

@@ -92,8 +92,9 @@ async def artifact(request: Request):
     entry = gw.registry.get(name)
     if entry.config.format != "onnx":
         raise InvalidInput(f"'{name}' is a {entry.config.format} variant; only ONNX variants are served as files")
-    record = next(f for f in entry.runtime.version.files if f.path == "model.onnx")
-    return FileResponse(entry.runtime.directory / record.path, media_type="application/octet-stream",
+    source = entry.runtime or entry.remote  # either knows its version record and folder
+    record = next(f for f in source.version.files if f.path == "model.onnx")
+    return FileResponse(source.directory / record.path, media_type="application/octet-stream",
                         headers={"X-Content-SHA256": record.sha256, "Cache-Control": "no-cache"})
 
 

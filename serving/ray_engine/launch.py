@@ -1,0 +1,79 @@
+"""`crossdeploy serve --engine ray`: joins the Ray cluster named by `--address` (or RAY_ADDRESS), else starts a
+local one for this process (no dashboard, usage stats off), runs the application on Ray's HTTP proxy at
+`--host`/`--port`, and tears it down on Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+
+from rich.console import Console
+
+from crossdeploy.errors import RepositoryError
+from crossdeploy.repository import ModelRepository
+from crossdeploy.settings import Settings
+
+log = logging.getLogger("crossdeploy.gateway")
+
+
+def start_cluster(settings: Settings) -> None:
+    """Joins or starts the cluster (idempotent: a process already connected stays connected)."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = settings.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        ray.init(num_cpus=settings.ray.num_cpus or os.cpu_count(), include_dashboard=False,
+                 logging_level=logging.WARNING, runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}})
+
+
+def deploy(settings: Settings) -> float:
+    """Runs the application on the cluster and waits until it serves; returns the seconds that took."""
+    from ray import serve
+
+    from .application import APP_NAME, build
+
+    started = time.perf_counter()
+    start_cluster(settings)
+    serve.start(http_options={"host": settings.host, "port": settings.port}, logging_config={"log_level": "WARNING"})
+    # Ray logs every call a replica takes at INFO; the gateway's own access log is a setting, off by default.
+    serve.run(build(settings), name=APP_NAME, route_prefix="/", blocking=False,
+              logging_config={"log_level": "WARNING", "enable_access_log": settings.access_log})
+    return time.perf_counter() - started
+
+
+def stop() -> None:
+    import ray
+    from ray import serve
+
+    if ray.is_initialized():
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+def serve_on_ray(settings: Settings) -> None:
+    repository = ModelRepository(settings.repository, settings.keep_versions)
+    if not repository.exists() or not repository.names():
+        raise RepositoryError(f"model repository {settings.repository} is missing or empty (run `crossdeploy pipeline` first)")
+    console = Console()
+    with console.status("starting the Ray engine: a cluster, then one replica per runtime family, each loading its variants"):
+        seconds = deploy(settings)
+    console.print(f"serving on [bold]http://{settings.host}:{settings.port}[/] through Ray Serve (ready in {seconds:.1f} s) "
+                  "— docs at /docs, metrics at /metrics; Ctrl-C stops the application and the cluster it started")
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
+    try:
+        done.wait()
+    finally:
+        with console.status("stopping the Ray engine"):
+            stop()
