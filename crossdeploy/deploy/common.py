@@ -48,9 +48,16 @@ def folder(out: Path, *parts: str) -> Path:
     return path
 
 
+class _Plain(yaml.SafeDumper):
+    """No anchors: a dict used twice (the labels) is written out twice, as a person would write it."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
 def write_yaml(path: Path, documents: list[dict], header: str = "") -> Path:
     comment = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
-    body = yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False, width=120)
+    body = yaml.dump_all(documents, Dumper=_Plain, sort_keys=False, default_flow_style=False, width=120)
     path.write_text(comment + body)
     return path
 
