@@ -29,6 +29,7 @@ Keep = Annotated[int, typer.Option(min=1, help="Versions kept per variant; older
 Threads = Annotated[int, typer.Option(min=1, help="Intra-op threads per runtime.")]
 Tolerances = Annotated[Optional[Path], typer.Option(help="TOML of per-variant tolerance overrides.")]
 ModelControl = enum.Enum("ModelControl", {"none": "none", "explicit": "explicit"}, type=str)
+Engine = enum.Enum("Engine", {"inprocess": "inprocess", "ray": "ray"}, type=str)
 # Errors the user's own input explains in full; any other error names the frameworks' log, where the cause may be.
 INPUT_ERRORS = (ConfigError, RepositoryError, ModelNotFound, InvalidInput)
 
@@ -123,7 +124,9 @@ def serve(host: Annotated[str, typer.Option(help="Address to bind (CROSSDEPLOY_H
           inference_timeout: Annotated[float, typer.Option(min=0.001, help="Seconds one inference may take before 504.")] = S.inference_timeout_s,
           model_control_mode: Annotated[ModelControl, typer.Option(help="explicit: load/unload work, with the management token (CROSSDEPLOY_MANAGEMENT_TOKEN, else generated into <workdir>/management_token); none: refused.")] = ModelControl(S.model_control_mode),
           expect_digest: Annotated[Optional[str], typer.Option(help="Refuse to start unless the repository has this digest (`crossdeploy digest`).", show_default=False)] = S.expect_digest,
-          access_log: Annotated[bool, typer.Option(help="Log every request.")] = S.access_log):
+          access_log: Annotated[bool, typer.Option(help="Log every request.")] = S.access_log,
+          engine: Annotated[Engine, typer.Option(help="inprocess: one process holds every variant; ray: a Ray Serve application, one model deployment per runtime family (docs/scaling.md).")] = Engine(S.engine),
+          address: Annotated[Optional[str], typer.Option(help="--engine ray: the Ray cluster to join (auto, host:port, ray://host:10001); default: a local one.", show_default=False)] = S.ray.address):
     """Serve every variant of the repository: KServe V2, TF Serving REST, TorchServe, /v1/compare, /metrics."""
     from crossdeploy.serving.app import serve as run
 
@@ -135,23 +138,29 @@ def serve(host: Annotated[str, typer.Option(help="Address to bind (CROSSDEPLOY_H
                                         max_body_bytes=max_body_bytes,
                                         inline_ms=inline_ms, inference_timeout_s=inference_timeout,
                                         model_control_mode=model_control_mode.value, expect_digest=expect_digest,
-                                        access_log=access_log))
+                                        access_log=access_log, engine=engine.value,
+                                        ray=S.ray.model_copy(update=dict(address=address))))
     uvicorn_lines_to_terminal()
     with quiet(S.workdir, "serve"):
         run(settings)
 
 
-DeployTarget = enum.Enum("DeployTarget", {"k8s": "k8s", "kserve": "kserve", "triton": "triton"}, type=str)
+DeployTarget = enum.Enum("DeployTarget", {"k8s": "k8s", "kserve": "kserve", "triton": "triton", "ray": "ray"}, type=str)
 
 
 @app.command()
-def deploy(target: Annotated[DeployTarget, typer.Argument(help="k8s: Deployment, Service, HPA, ConfigMap; kserve: ServingRuntime + InferenceService; triton: config.pbtxt per variant Triton serves itself.")],
+def deploy(target: Annotated[DeployTarget, typer.Argument(help="k8s: Deployment, Service, HPA, ConfigMap; kserve: ServingRuntime + InferenceService; triton: config.pbtxt per variant Triton serves itself; ray: the Serve config YAML for `serve deploy`.")],
            repository: Repository = S.repository,
            out: Annotated[Path, typer.Option(help="Folder the manifests are written to.")] = Path("build/deploy"),
            image: Annotated[Optional[str], typer.Option(help="The gateway image (default: the one docker/ builds).", show_default=False)] = None,
            storage_uri: Annotated[Optional[str], typer.Option(help="kserve: where the cluster finds the repository (default: a PVC URI).", show_default=False)] = None,
            per_variant: Annotated[bool, typer.Option(help="kserve: one InferenceService per variant instead of one per repository.")] = False):
-    """Write what hands the repository to Kubernetes, KServe or Triton, generated from the repository itself."""
+    """Write what hands the repository to Kubernetes, KServe, Triton or a Ray cluster, generated from the repository itself."""
+    if target.value == "ray":
+        from crossdeploy.serving.ray_engine.config_file import write_config
+
+        print(write_config(S.model_copy(update=dict(repository=repository)), out))
+        return
     from crossdeploy.deploy import generate
 
     for path in generate(target.value, repository, out, settings=S, image=image, storage_uri=storage_uri,

@@ -135,6 +135,10 @@ def serve(settings: Settings) -> None:
     repository = ModelRepository(settings.repository, settings.keep_versions)
     if not repository.exists() or not repository.names():
         raise RepositoryError(f"model repository {settings.repository} is missing or empty (run `crossdeploy pipeline` first)")
+    if settings.engine == "ray":
+        from .ray_engine.launch import serve_on_ray
+
+        return serve_on_ray(settings)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app = create_app(settings, repository, console=Console())
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=settings.access_log,

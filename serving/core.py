@@ -59,8 +59,7 @@ async def run(served: Served, inputs: dict[str, np.ndarray], timings: Timings, i
     only its own requests. Either way within the inference deadline (serving/execution.py)."""
     rows = next(iter(inputs.values())).shape[0]
     if served.remote is not None:
-        outputs, started, finished = await execution.remotely(served, inputs)
-        timings.infer_ns = finished - started
+        outputs, timings.infer_ns, timings.queue_ns = await execution.remotely(served, inputs)
         return outputs
     refuse_if_stalled(served)
     estimate = served.cost.estimate(rows)

@@ -204,12 +204,13 @@ async def on_executor(served: Served, inputs: dict[str, np.ndarray],
 
 
 async def remotely(served: Served, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int, int]:
-    """(outputs, began, finished) of one call of a version another process runs (the Ray engine's replicas,
-    which queue, refuse and time calls out themselves), within the deadline here too: a lost reply is a 504."""
+    """(outputs, inference ns, queue ns) of one call of a version another process runs (the Ray engine's
+    replicas, which queue, refuse and time calls out themselves), within the deadline here too. The queue is
+    the round trip less the replica's compute: the routing, the transfer and the wait for a replica."""
     started = time.perf_counter_ns()
     try:
         async with asyncio.timeout(served.limits.deadline_s):
-            outputs = await served.remote.infer(inputs)
+            outputs, compute_ns = await served.remote.infer(inputs)
     except TimeoutError:
         raise InferenceTimeout(served.name, served.limits.deadline_s) from None
-    return outputs, started, time.perf_counter_ns()
+    return outputs, compute_ns, max(time.perf_counter_ns() - started - compute_ns, 0)

@@ -52,3 +52,20 @@ def scratch_repository(repository, tmp_path) -> ModelRepository:
     root = tmp_path / "model_repository"
     shutil.copytree(repository.root, root, ignore=shutil.ignore_patterns(".staging"))
     return ModelRepository(root)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> int:
+    """A local Ray cluster for the session, as CI would start one (2 CPUs, no dashboard, usage stats off), with
+    Serve's HTTP proxy on a free loopback port (returned). Stopped at the end of the session."""
+    from ray import serve
+
+    from crossdeploy.bench.gateway_floor import free_port
+    from crossdeploy.serving.ray_engine.launch import start_cluster, stop
+    from crossdeploy.settings import Settings
+
+    port = free_port()
+    start_cluster(Settings(ray={"num_cpus": 2}))
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"})
+    yield port
+    stop()

@@ -16,6 +16,9 @@ from crossdeploy.settings import Settings
 
 
 
+ENGINES = ("inprocess", "ray")  # what runs the gateway: one process, or a Ray Serve application
+
+
 class LiveGateway:
     def __init__(self, repository: ModelRepository, **settings):
         self.port = free_port()
@@ -46,3 +49,35 @@ class LiveGateway:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=60)
+
+
+class RayGateway:
+    """The same gateway as a Ray Serve application on the test session's local cluster (`ray_cluster` in
+    conftest.py), reached through Ray's HTTP proxy; the same interface as LiveGateway."""
+
+    def __init__(self, repository: ModelRepository, port: int, **settings):
+        self.port = port
+        self.settings = Settings(repository=repository.root, host="127.0.0.1", port=port, engine="ray", **settings)
+
+    url = LiveGateway.url
+    address = LiveGateway.address
+
+    def __enter__(self) -> "RayGateway":
+        from crossdeploy.serving.ray_engine.launch import deploy
+
+        self.start_seconds = deploy(self.settings)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from ray import serve
+
+        from crossdeploy.serving.ray_engine.application import APP_NAME
+
+        serve.delete(APP_NAME)
+
+
+def gateway_on(engine: str, repository: ModelRepository, request, **settings):
+    """A LiveGateway or a RayGateway (on the session's cluster) with these settings."""
+    if engine == "ray":
+        return RayGateway(repository, request.getfixturevalue("ray_cluster"), **settings)
+    return LiveGateway(repository, **settings)

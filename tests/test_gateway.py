@@ -16,16 +16,16 @@ from PIL import Image
 
 from crossdeploy.models.data import load_split
 
-from .live import LiveGateway
+from .live import ENGINES, gateway_on
 
 TESTDATA = Path(__file__).parent / "testdata"
 MAX_BATCH = 256
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def live(repository):
-    with LiveGateway(repository, max_batch=MAX_BATCH) as gateway:
+@pytest.fixture(scope="module", params=ENGINES)
+def live(repository, request):
+    with gateway_on(request.param, repository, request, max_batch=MAX_BATCH) as gateway:
         yield gateway
 
 

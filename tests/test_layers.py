@@ -12,7 +12,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 # package folder -> the layer it belongs to (crossdeploy/ itself holds the CLI and pipeline, which may import all)
 LAYERS = {"crossdeploy/repository": "repository", "crossdeploy/runtimes": "runtimes", "models": "models",
-          "export": "export", "serving": "serving", "bench": "bench"}
+          "export": "export", "serving": "serving", "bench": "bench", "crossdeploy/deploy": "deploy"}
 # what each layer may import (besides crossdeploy.errors / settings / versions, which import nothing of ours)
 ALLOWED = {
     "repository": set(),
@@ -21,6 +21,7 @@ ALLOWED = {
     "export": {"repository", "runtimes", "models"},
     "serving": {"repository", "runtimes", "models"},
     "bench": {"repository", "runtimes", "serving", "models"},
+    "deploy": {"repository"},
 }
 LEAVES = ("crossdeploy.errors", "crossdeploy.settings", "crossdeploy.versions", "crossdeploy")
 

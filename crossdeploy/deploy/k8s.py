@@ -3,6 +3,7 @@ the gateway's settings, for the image docker/ builds (the repository is built in
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from crossdeploy.repository import VariantConfig
@@ -20,15 +21,18 @@ ANNOTATION = "crossdeploy.dev/memory-request-source"
 
 
 def env_value(value) -> str:
+    """As pydantic-settings reads it back: booleans in lower case, a nested section (a model, a list) as JSON."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
     return str(value)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """Every setting as the CROSSDEPLOY_* variable the gateway reads, with the container's paths and address;
     unset ones are left to the gateway's default."""
-    values = {**settings.model_dump(), **CONTAINER}
+    values = {**settings.model_dump(mode="json"), **CONTAINER}
     prefix = Settings.model_config["env_prefix"]
     return {f"{prefix}{name.upper()}": env_value(value) for name, value in values.items()
             if value is not None and name not in SECRET}

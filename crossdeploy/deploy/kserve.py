@@ -54,13 +54,13 @@ def inference_service(name: str, model_format: str, storage_uri: str) -> dict:
 
 
 def one_variant_repository(repository: ModelRepository, config: VariantConfig, out: Path) -> list[Path]:
-    """<out>/<variant>/<variant>/: the variant's config and its latest version, hard-linked."""
+    """<out>/<variant>/<variant>/: the variant's config and every version it lists, hard-linked."""
     root = out / config.name / config.name
-    record = config.latest()
     written = [link_or_copy(repository.root / config.name / CONFIG, root / CONFIG)]
-    version = repository.version_dir(config.name, record.version)
-    for file in record.files:
-        written.append(link_or_copy(version / file.path, root / str(record.version) / file.path))
+    for record in config.versions:
+        version = repository.version_dir(config.name, record.version)
+        for file in record.files:
+            written.append(link_or_copy(version / file.path, root / str(record.version) / file.path))
     return written
 
 

@@ -85,7 +85,8 @@ def max_batch_size(config: VariantConfig, platform: Platform, settings: Settings
 
 def config_pbtxt(config: VariantConfig, platform: Platform, artifact: str, settings: Settings) -> str:
     batch = max_batch_size(config, platform, settings)
-    text = (f'name: "{config.name}"\nplatform: "{platform.name}"\n'
+    notes = "".join(f"# {' '.join(note.split())}\n" for note in config.notes)  # what a deployer must know
+    text = notes + (f'name: "{config.name}"\nplatform: "{platform.name}"\n'
             + ('backend: "pytorch"\n' if platform.name == TORCH_AOTI else "")
             + f"max_batch_size: {batch}\n"
             + tensor_block("input", config.inputs, platform, batch > 0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from ray import serve
 from ray.serve.config import AutoscalingConfig
 
-from crossdeploy.repository import ModelRepository
 from crossdeploy.settings import FAMILIES, FamilyScale, Settings
 
 from .families import deployment_name
@@ -74,17 +73,10 @@ def app_builder(args: dict):
     return build(Settings(**args))
 
 
-def present_families(repository: ModelRepository) -> list[str]:
-    from .families import family_of
-
-    formats = {repository.config(name).format for name in repository.names()}
-    return sorted({family_of(f) for f in formats} - {None})
-
-
 def config_document(settings: Settings) -> dict:
     """The application as `serve build` writes it, for `serve deploy`: import path, the settings as args, and
     every deployment's options spelled out so an operator can edit them in place."""
-    args = settings.model_dump(mode="json", exclude={"management_token"}, exclude_none=True)
+    args = settings.model_dump(mode="json", exclude={"management_token"}, exclude_none=True) | {"engine": "ray"}
     deployments = [{"name": INGRESS, **_plain(ingress_options(settings))}]
     for family in FAMILIES:
         deployments.append({"name": deployment_name(family), **_plain(family_options(settings.ray.families[family], settings))})

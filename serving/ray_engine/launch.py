@@ -12,8 +12,6 @@ import time
 
 from rich.console import Console
 
-from crossdeploy.errors import RepositoryError
-from crossdeploy.repository import ModelRepository
 from crossdeploy.settings import Settings
 
 log = logging.getLogger("crossdeploy.gateway")
@@ -61,9 +59,7 @@ def stop() -> None:
 
 
 def serve_on_ray(settings: Settings) -> None:
-    repository = ModelRepository(settings.repository, settings.keep_versions)
-    if not repository.exists() or not repository.names():
-        raise RepositoryError(f"model repository {settings.repository} is missing or empty (run `crossdeploy pipeline` first)")
+    """Serves until Ctrl-C or SIGTERM (the repository was checked by serving.app.serve)."""
     console = Console()
     with console.status("starting the Ray engine: a cluster, then one replica per runtime family, each loading its variants"):
         seconds = deploy(settings)

@@ -34,7 +34,8 @@ class RemoteVariant:
         self.registry, self.handle, self.name = registry, handle, name
         self.version, self.directory = version, directory  # what health.artifact_drift re-checks
 
-    async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def infer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+        """(outputs, ns the replica computed)."""
         generation = self.registry.generations.get(self.name, 0)
         try:
             return await self.handle.infer.remote(self.name, self.version.version, generation, inputs)

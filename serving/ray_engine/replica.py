@@ -71,12 +71,13 @@ class ModelFamily:
         await self._catch_up(name, generation)
         return self.states().get(name, {})
 
-    async def infer(self, name: str, version: int, generation: int, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def infer(self, name: str, version: int, generation: int, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
         await self._catch_up(name, generation)
         served = self.registry.get(name, version)
         # Arrays from Ray's object store are read-only views; torch warns on them and an adapter may write.
         inputs = {k: v if v.flags.writeable else v.copy() for k, v in inputs.items()}
-        return (await on_executor(served, inputs))[0]
+        outputs, began, finished, _ = await on_executor(served, inputs)
+        return outputs, finished - began  # the compute; the ingress counts the rest of the round trip as queue
 
     async def check_health(self) -> None:
         """Ray's health check: every loaded version answers a batch-1 inference, else the replica is replaced."""
