@@ -100,17 +100,20 @@ def config_pbtxt(config: VariantConfig, platform: Platform, artifact: str, setti
 
 
 def served(repository: ModelRepository, config: VariantConfig, out: Path, settings: Settings) -> list[Path]:
+    """config.pbtxt and the latest version's files (hard links); the artifact is the file with the extension
+    Triton's default name has (any other file, such as ONNX external data, sits beside it)."""
     platform = SERVED[config.format]
     record = config.latest()
-    artifact = record.files[0].path  # a Triton-servable variant is one file
+    suffix = Path(platform.default_file).suffix
+    artifact = next((f.path for f in record.files if Path(f.path).suffix == suffix), record.files[0].path)
     variant = out / config.name
     if variant.exists():
         shutil.rmtree(variant)  # a stale version from an earlier run must not be served beside this one
     variant.mkdir(parents=True)
     pbtxt = variant / "config.pbtxt"
     pbtxt.write_text(config_pbtxt(config, platform, artifact, settings))
-    source = repository.version_dir(config.name, record.version) / artifact
-    return [pbtxt, link_or_copy(source, variant / str(record.version) / artifact)]
+    source = repository.version_dir(config.name, record.version)
+    return [pbtxt, *(link_or_copy(source / f.path, variant / str(record.version) / f.path) for f in record.files)]
 
 
 def unsupported(configs: list[VariantConfig], out: Path) -> list[Path]:
