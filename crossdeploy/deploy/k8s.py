@@ -9,7 +9,7 @@ from pathlib import Path
 from crossdeploy.repository import VariantConfig
 from crossdeploy.settings import Settings
 
-from .common import APP_ROOT, LABELS, NAME, PORT, folder, security_context, writable_volumes, write_yaml
+from .common import APP_ROOT, LABELS, NAME, PORT, UID, folder, security_context, writable_volumes, write_yaml
 from .footprint import Footprint, footprint
 
 # Where the settings point inside the container (the Dockerfile's own values), whatever they are on this machine.
@@ -50,6 +50,7 @@ def probe(path: str, period: int, failures: int) -> dict:
 
 def container(image: str, settings: Settings, memory: Footprint) -> dict:
     _, mounts = writable_volumes()
+    limit = memory.limit_mi(settings.max_in_flight, settings.max_body_bytes)
     return {
         "name": "gateway", "image": image, "imagePullPolicy": "IfNotPresent",
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
@@ -60,7 +61,7 @@ def container(image: str, settings: Settings, memory: Footprint) -> dict:
         # Ready runs a real batch-1 inference per variant (reused for probe_interval_s).
         "readinessProbe": probe("/v2/health/ready", 10, 3),
         "resources": {"requests": {"cpu": "1", "memory": f"{memory.request_mi()}Mi"},
-                      "limits": {"cpu": "2", "memory": f"{memory.limit_mi(settings.max_in_flight, settings.max_body_bytes)}Mi"}},
+                      "limits": {"cpu": "2", "memory": f"{limit}Mi"}},
         "securityContext": security_context(),
         "volumeMounts": mounts,
     }
@@ -68,8 +69,8 @@ def container(image: str, settings: Settings, memory: Footprint) -> dict:
 
 def deployment(image: str, settings: Settings, memory: Footprint) -> dict:
     volumes, _ = writable_volumes()
-    pod = {"securityContext": {"runAsNonRoot": True, "runAsUser": security_context()["runAsUser"],
-                               "fsGroup": security_context()["runAsGroup"], "seccompProfile": {"type": "RuntimeDefault"}},
+    pod = {"securityContext": {"runAsNonRoot": True, "runAsUser": UID, "fsGroup": UID,
+                               "seccompProfile": {"type": "RuntimeDefault"}},
            "automountServiceAccountToken": False,
            "containers": [container(image, settings, memory)], "volumes": volumes}
     return {"apiVersion": "apps/v1", "kind": "Deployment",
