@@ -27,6 +27,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	$(BIN)/pip install -q -c constraints.txt --no-deps onnx2torch
+	# the KServe SDK's typed models only, to validate the generated KServe resources (the whole SDK wants protobuf < 7)
+	$(BIN)/pip install -q -c constraints.txt --no-deps --upgrade --target $(VENV)/kserve-sdk kserve
 	touch $(STAMP)
 
 # The page's one dependency, onnxruntime-web, from the npm registry through package-lock.json; the files the page

@@ -9,14 +9,14 @@ import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
-from .live import LiveGateway
+from .live import ENGINES, gateway_on
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def site(repository, tmp_path_factory):
+@pytest.fixture(scope="module", params=ENGINES)
+def site(repository, tmp_path_factory, request):
     """A gateway whose workdir holds a parity report and a (quick) latency report, as `make up` + `make bench` leave."""
     from crossdeploy.bench.run import run_bench
     from crossdeploy.export.parity import run_parity
@@ -25,7 +25,7 @@ def site(repository, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("web-work")
     write_reports(run_parity(repository, write=False), workdir / "reports" / "parity")
     run_bench(repository.root, workdir / "reports" / "bench", quick=True, variants=["torch-onnx"], protocols=["v2-binary"])
-    with LiveGateway(repository, workdir=workdir) as gateway:
+    with gateway_on(request.param, repository, request, workdir=workdir) as gateway:
         yield gateway
 
 
