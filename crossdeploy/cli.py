@@ -186,13 +186,15 @@ def bench(repository: Repository = S.repository,
           variants: Annotated[Optional[str], typer.Option(help="Comma-separated variants (default: all; --quick: 4).")] = None,
           protocols: Annotated[Optional[str], typer.Option(help="Comma-separated: v2-json,v2-binary,tfserving,torchserve.")] = None,
           repeats: Annotated[Optional[int], typer.Option(min=1, help="Runs per scenario (default 3; --quick 1).")] = None,
-          url: Annotated[Optional[str], typer.Option(help="Measure this server instead of starting the gateway (no in-process part).")] = None):
+          url: Annotated[Optional[str], typer.Option(help="Measure this server instead of starting the gateway (no in-process part).")] = None,
+          engines: Annotated[Optional[str], typer.Option(help="Comma-separated gateway engines to measure side by side: inprocess,ray (default: inprocess; the full run: both).")] = None):
     """The latency comparison: in-process, cold start, and through the gateway; JSON, Markdown and PNGs."""
     from crossdeploy.bench.run import run_bench
 
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
     with quiet(S.workdir, "bench"):
-        run_bench(repository, out, quick=quick, variants=split(variants), protocols=split(protocols), repeats=repeats, url=url)
+        run_bench(repository, out, quick=quick, variants=split(variants), protocols=split(protocols), repeats=repeats, url=url,
+                  engines=split(engines))
 
 
 @app.command()
