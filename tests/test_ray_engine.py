@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow
 ONE_PER_FAMILY = ("torch-torchscript", "keras-savedmodel", "torch-onnx", "torch-executorch")
 BODY = {"inputs": [{"name": "image", "shape": [1, 8, 8], "datatype": "FP32", "data": np.zeros(64).tolist()}]}
 CLIENTS = 4
+TOKEN = "ray-test-token"
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,8 @@ def gateway(families_repository, ray_cluster):
     # onnx autoscales 1..2 at one request in progress per replica (4 clients keep about 4 in progress);
     # executorch runs 2 replicas, one of which a test freezes and kills.
     scale = {"onnx": {"replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1.0}, "executorch": {"replicas": 2}}
-    with RayGateway(families_repository, ray_cluster, ray={"families": scale, "health_check_period_s": 2.0}) as live:
+    with RayGateway(families_repository, ray_cluster, ray={"families": scale, "health_check_period_s": 2.0},
+                    model_control_mode="explicit", management_token=TOKEN) as live:
         yield live
 
 
@@ -172,6 +174,37 @@ def test_calls_held_by_a_killed_replica_are_answered_within_the_deadline(gateway
     with httpx.Client(base_url=gateway.url, timeout=60) as http:
         assert http.post(calls["v2"][0], json=BODY).status_code == 200
         assert http.get("/v2/health/ready").status_code == 200
+
+
+def test_load_and_unload_reach_the_family_replicas(gateway, families_repository):
+    """Model control on the Ray engine: the token rules hold; an unloaded variant is gone; a load after the
+    version folder changed serves the new version from the family's replicas (both executorch replicas)."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    path = "/v2/models/torch-executorch/infer"
+    with httpx.Client(base_url=gateway.url, timeout=120) as http:
+        assert http.post("/v2/repository/models/torch-executorch/unload").status_code == 401
+        assert http.post("/v2/repository/models/torch-executorch/unload", headers=auth).status_code == 200
+        assert http.post(path, json=BODY).status_code == 404
+        variant = families_repository.root / "torch-executorch"
+        shutil.copytree(variant / "1", variant / "2")
+        config = variant / "config.json"
+        saved = config.read_text()
+        document = yaml.safe_load(saved)  # JSON is YAML
+        document["versions"].append({**document["versions"][0], "version": 2})
+        config.write_text(__import__("json").dumps(document))
+        try:
+            assert http.post("/v2/repository/models/torch-executorch/load", headers=auth).status_code == 200
+            versions = set()
+            for _ in range(12):  # calls spread over both replicas: each answers from the reloaded variant
+                answer = http.post(path, json=BODY)
+                assert answer.status_code == 200, answer.text
+                versions.add(answer.json()["model_version"])
+            assert versions == {"2"}
+            assert http.post("/v2/models/torch-executorch/versions/1/infer", json=BODY).status_code == 200
+        finally:
+            config.write_text(saved)
+            shutil.rmtree(variant / "2")
+            http.post("/v2/repository/models/torch-executorch/load", headers=auth)
 
 
 def test_the_serve_config_is_one_ray_accepts_and_builds(families_repository, tmp_path):
