@@ -19,7 +19,7 @@ from crossdeploy.settings import Settings
 
 from .common import folder, link_or_copy
 
-TORCH_AOTI = "torch_aoti"  # Triton's platform name for AOTInductor packages (pytorch_backend README)
+TORCH_AOTI = PLATFORMS["aoti"]
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,12 @@ NUMPY_TO_V2 = {dtype: name for name, dtype in V2_TO_NUMPY.items()}
 V2_TO_TF = {"FP32": "DT_FLOAT", "FP64": "DT_DOUBLE", "INT32": "DT_INT32", "INT64": "DT_INT64", "UINT8": "DT_UINT8",
             "FP16": "DT_HALF", "BOOL": "DT_BOOL", "INT8": "DT_INT8", "BYTES": "DT_STRING"}
 
-# Format names (the runtime registry's keys) and what Triton would call the platform serving each.
+# Format names (the runtime registry's keys) and the platform each is reported as (V2 model metadata, Triton's
+# model config): Triton's own name where Triton has a backend for the format (onnxruntime_onnx, pytorch_libtorch,
+# torch_aoti, tensorflow_savedmodel), a name in the same style where it has none.
 PLATFORMS = {"onnx": "onnxruntime_onnx", "savedmodel": "tensorflow_savedmodel", "tflite": "tensorflow_tflite",
              "torchscript": "pytorch_libtorch", "torch-eager": "pytorch_eager", "torch-export": "pytorch_export",
-             "aoti": "pytorch_aotinductor", "executorch": "executorch_pte", "keras": "tensorflow_keras"}
+             "aoti": "torch_aoti", "executorch": "executorch_pte", "keras": "tensorflow_keras"}
 FORMATS = tuple(PLATFORMS)
 SOURCE_FRAMEWORKS = ("pytorch", "keras")
 # The format of each source framework's eager variant: the reference every other variant of a model is checked against.
