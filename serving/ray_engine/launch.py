@@ -11,6 +11,10 @@ import threading
 import time
 
 from rich.console import Console
+from rich.table import Table
+
+from crossdeploy.errors import CrossdeployError
+from crossdeploy.repository import ModelRepository
 
 from crossdeploy.settings import Settings
 
@@ -47,15 +51,47 @@ def deploy(settings: Settings) -> float:
     return time.perf_counter() - started
 
 
-def stop() -> None:
+def stop(settings: Settings | None = None) -> None:
+    """Removes the application. On a cluster this process started, Serve and the cluster go with it; on a
+    joined one (`--address`, RAY_ADDRESS), only the application does, and the process disconnects."""
     import ray
     from ray import serve
 
-    if ray.is_initialized():
-        try:
+    from .application import APP_NAME
+
+    if not ray.is_initialized():
+        return
+    joined = settings is not None and bool(settings.ray.address or os.environ.get("RAY_ADDRESS"))
+    try:
+        if joined:
+            serve.delete(APP_NAME)
+        else:
             serve.shutdown()
-        finally:
-            ray.shutdown()
+    finally:
+        ray.shutdown()
+
+
+def served_table(settings: Settings) -> Table:
+    """What the application serves, as its own repository index says (asked over HTTP, like any client)."""
+    import httpx
+
+    from .families import family_of
+
+    table = Table(title="crossdeploy gateway on Ray Serve", title_justify="left")
+    for column in ("variant", "version", "state", "deployment", "note"):
+        table.add_column(column)
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    index = httpx.post(f"http://{host}:{settings.port}/v2/repository/index", timeout=60).json()
+    repository = ModelRepository(settings.repository, settings.keep_versions)
+    for entry in index:
+        try:
+            family = family_of(repository.config(entry["name"]).format) or ""
+        except CrossdeployError:
+            family = ""
+        style = "green" if entry["state"] == "READY" else "red"
+        table.add_row(entry["name"], entry["version"], f"[{style}]{entry['state']}[/]", f"models-{family}" if family else "",
+                      entry.get("reason", "")[:80])
+    return table
 
 
 def serve_on_ray(settings: Settings) -> None:
@@ -63,8 +99,9 @@ def serve_on_ray(settings: Settings) -> None:
     console = Console()
     with console.status("starting the Ray engine: a cluster, then one replica per runtime family, each loading its variants"):
         seconds = deploy(settings)
+    console.print(served_table(settings))
     console.print(f"serving on [bold]http://{settings.host}:{settings.port}[/] through Ray Serve (ready in {seconds:.1f} s) "
-                  "— docs at /docs, metrics at /metrics; Ctrl-C stops the application and the cluster it started")
+                  "— docs at /docs, metrics at /metrics; Ctrl-C removes the application (and the cluster, if this process started it)")
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: done.set())
@@ -72,4 +109,4 @@ def serve_on_ray(settings: Settings) -> None:
         done.wait()
     finally:
         with console.status("stopping the Ray engine"):
-            stop()
+            stop(settings)
