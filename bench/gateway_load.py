@@ -66,6 +66,18 @@ def breakdown(before, after, model: str, protocol: str) -> dict[str, float] | No
     return out
 
 
+def tree_cpu_s(root: psutil.Process) -> float:
+    """CPU seconds of a server and every process under it: a Ray engine serves from its replicas, not its root."""
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        total += times.user + times.system
+    return total
+
+
 class Sweep:
     """Runs gateway scenarios with one load generator; records the client's CPU share for the starvation check."""
 
@@ -97,13 +109,12 @@ class Sweep:
             fire = lambda: self.generator.open_loop(target, request, rate, self.window_s, rows)  # noqa: E731
         seen: list[Window] = []
         before = scrape(self.base) if self.metrics else None
-        cpu0 = self.server.cpu_times() if self.server else None
+        cpu0 = tree_cpu_s(self.server) if self.server else None
         windows, stable = measure_stable(lambda: self._window(fire, seen), max_windows=self.max_windows)
         run = merge(windows, stable, rows)
         requests = sum(len(w.latencies_ms) for w in seen)
         if self.server and requests:
-            cpu1 = self.server.cpu_times()
-            run.cpu_ms_per_inference = ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) * 1e3 / requests
+            run.cpu_ms_per_inference = (tree_cpu_s(self.server) - cpu0) * 1e3 / requests
         run.server_ms = breakdown(before, scrape(self.base) if self.metrics else None, variant, protocol)
         return run
 

@@ -4,6 +4,8 @@
     throughput_vs_concurrency.png   gateway closed loop: requests/s against concurrency, one panel per protocol
     pathways.png                    in-process p50 per pathway (batch 1, and batch 64 when measured), fastest first
     breakdown.png                   gateway closed loop: where a request's time goes, one stacked bar per protocol
+    engines.png                     one variant and protocol through each engine's gateway: requests/s and p99
+                                    against concurrency, one line per engine (bench/engines_report.py)
 
 A chart whose data the report does not hold is skipped; `write_plots` returns only the files it wrote.
 """
@@ -21,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, ScalarFormatter  # noqa: E402
 
+from .engines_report import engines_data  # noqa: E402
 from .results import BenchReport, Scenario  # noqa: E402
 
 DPI = 110
@@ -41,6 +44,8 @@ def line_label(scenario: Scenario) -> str:
         label += f" (batch {scenario.batch})"
     if scenario.target != "crossdeploy":
         label += f" @ {scenario.target}"
+    if scenario.engine and scenario.engine != "inprocess":
+        label += f" on {scenario.engine}"
     return label
 
 
@@ -113,6 +118,9 @@ def breakdown_data(report: BenchReport) -> tuple[str | None, list[tuple[str, dic
     p50 minus the server sum, clamped at 0."""
     with_server = [s for s in report.scenarios if s.kind == "gateway" and s.mode == "closed"
                    and any(run.server_ms for run in s.runs)]
+    # one engine's bars: Ray's replicas report a hop between processes as queue, which would read as another protocol
+    one_engine = [s for s in with_server if s.engine in (None, "inprocess")]
+    with_server = one_engine or with_server
     representative = representative_variant(with_server)
     bars = []
     for protocol in sorted({s.protocol for s in with_server}):
@@ -135,6 +143,7 @@ def available_charts(report: BenchReport) -> list[str]:
         "throughput_vs_concurrency.png": bool(throughput_data(report)),
         "pathways.png": bool(pathway_data(report, 1) or pathway_data(report, 64)),
         "breakdown.png": bool(breakdown_data(report)[1]),
+        "engines.png": bool(engines_data(report)[1]),
     }
     return [name for name, ok in present.items() if ok]
 
@@ -237,8 +246,30 @@ def plot_breakdown(report: BenchReport, path: Path) -> Path:
     return save(fig, path)
 
 
+def plot_engines(report: BenchReport, path: Path) -> Path:
+    (variant, protocol), lines = engines_data(report)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
+    for engine, points in lines.items():
+        xs = [c for c, _, _ in points]
+        left.plot(xs, [rps for _, rps, _ in points], marker="o", ms=4, lw=1.4, label=engine)
+        right.plot(xs, [p99 for _, _, p99 in points], marker="o", ms=4, lw=1.4, label=engine)
+    for ax, what in ((left, "requests/s (median of repeats)"), (right, "p99 latency, ms (median of repeats)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({c for points in lines.values() for c, _, _ in points}))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xlabel("concurrency (connections in flight)")
+        ax.set_ylabel(what)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, frameon=False)
+    left.set_title("throughput")
+    right.set_title("p99 latency")
+    fig.suptitle(f"The gateway on each engine: {variant}, {protocol}, batch 1, closed loop")
+    return save(fig, path)
+
+
 PLOTTERS = {"latency_cdf.png": plot_cdf, "throughput_vs_concurrency.png": plot_throughput,
-            "pathways.png": plot_pathways, "breakdown.png": plot_breakdown}
+            "pathways.png": plot_pathways, "breakdown.png": plot_breakdown, "engines.png": plot_engines}
 
 
 def write_plots(report: BenchReport, folder: Path) -> list[Path]:

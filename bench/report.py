@@ -2,53 +2,32 @@
 run can be validated), report.md (the Markdown below) and the charts of bench/plots.py beside them.
 
 The Markdown opens with the verdicts — a lead smaller than the noise is written "tie (within the noise)", never
-a win — then the in-process, gateway and cold-start tables, how to read them, the notes and the charts.
+a win — then the in-process and gateway tables, the engines side by side (bench/engines_report.py), the
+cold-start table, how to read them, the notes and the charts.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from pathlib import Path
 
+from .engines_report import engines_section
+from .markdown_fmt import MISSING, percent, sig, table, with_spread
 from .plots import available_charts, write_plots
 from .results import BenchReport, Scenario
 
-MISSING = "—"
 TIE = "tie (within the noise)"
 CHART_TITLES = {
     "latency_cdf.png": "In-process latency CDF per variant",
     "throughput_vs_concurrency.png": "Gateway throughput vs concurrency",
     "pathways.png": "In-process p50 per pathway",
     "breakdown.png": "Time breakdown per protocol",
+    "engines.png": "Throughput and p99 vs concurrency per engine",
 }
 
 
 # ---- number formatting ----
-
-def sig(value: float | None, digits: int = 3) -> str:
-    """`digits` significant digits, never in scientific notation; large numbers as whole, comma-grouped."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return MISSING
-    if value == 0:
-        return "0"
-    if abs(value) >= 10 ** (digits - 1):
-        return f"{value:,.0f}"
-    decimals = digits - 1 - math.floor(math.log10(abs(value)))
-    return f"{value:.{decimals}f}"
-
-
-def percent(fraction: float | None) -> str:
-    if fraction is None:
-        return MISSING
-    value = fraction * 100
-    return f"{value:.1f}%" if abs(value) < 10 else f"{value:.0f}%"
-
-
-def with_spread(median: float, relative: float | None) -> str:
-    return f"{sig(median)} ±{percent(relative)}" if relative is not None else sig(median)
-
 
 def duration(seconds: float) -> str:
     seconds = round(seconds)
@@ -57,15 +36,6 @@ def duration(seconds: float) -> str:
     if hours:
         return f"{hours} h {minutes} min"
     return f"{minutes} min {secs} s" if minutes else f"{secs} s"
-
-
-def cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def table(header: list[str], rows: list[list[object]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
 
 
 # ---- figures across the repeats ----
@@ -160,10 +130,13 @@ def gateway_section(report: BenchReport) -> list[str]:
     if not scenarios:
         return lines
     rows = []
-    for s in sorted(scenarios, key=lambda s: (s.mode != "closed", s.protocol, s.variant, s.concurrency or 0, s.rate or 0)):
+    for s in sorted(scenarios, key=lambda s: (s.mode != "closed", s.protocol, s.variant, s.engine or "", s.concurrency or 0,
+                                            s.rate or 0)):
         server = [run.server_ms for run in s.runs if run.server_ms]
         parts = [sig(median_of([ms[p] for ms in server if p in ms])) for p in ("queue", "decode", "inference", "encode")]
         variant = s.variant if s.target == "crossdeploy" else f"{s.variant} @ {s.target}"
+        if s.engine and s.engine != "inprocess":
+            variant += f" on {s.engine}"
         rows.append([variant, s.protocol, s.mode or MISSING, load_point(s), with_spread(s.p50.median, s.p50.relative),
                      with_spread(s.p99.median, s.p99.relative), sig(median_of([r.requests_per_s for r in s.runs])),
                      *parts, sum(run.errors for run in s.runs), stability(s)])
@@ -205,7 +178,8 @@ def markdown(report: BenchReport, images: list[str] | None = None) -> str:
     """The report as Markdown. `images`: PNG file names to link (default: the charts the report has data for)."""
     images = available_charts(report) if images is None else images
     sections = [header(report), verdict_section(report), inprocess_section(report), gateway_section(report),
-                coldstart_section(report), how_to_read(report), notes_section(report), charts_section(images)]
+                engines_section(report), coldstart_section(report), how_to_read(report), notes_section(report),
+                charts_section(images)]
     return "\n\n".join("\n".join(section) for section in sections if section).rstrip() + "\n"
 
 

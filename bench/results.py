@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 Kind = Literal["inprocess", "gateway"]
+Engine = Literal["inprocess", "ray"]  # what ran the gateway: one process (uvicorn), or a Ray Serve application
 
 
 class Percentiles(BaseModel):
@@ -56,6 +57,7 @@ class Scenario(BaseModel):
     mode: Literal["closed", "open"] | None = None
     rate: float | None = None  # open loop: requests per second offered
     target: str = "crossdeploy"  # or the --url of another server
+    engine: Engine | None = None  # the gateway this bench started; None: in-process, a --url server, or an older report
     runs: list[Run]
     p50: Spread
     p99: Spread
@@ -77,6 +79,8 @@ class Scenario(BaseModel):
             parts.append(f"c{self.concurrency}")
         if self.mode == "open":
             parts.append(f"r{self.rate:g}")
+        if self.engine and self.engine != "inprocess":
+            parts.append(self.engine)
         return "/".join(parts)
 
 
@@ -87,6 +91,24 @@ class ColdStart(BaseModel):
     first_inference_ms: float
     artifact_bytes: int
     rss_added_mb: float
+
+
+class ProcessGroup(BaseModel):
+    """The memory of one kind of process of a running gateway, measured after its sweep (MB = 2**20 bytes)."""
+
+    name: str  # "gateway", "models-torch", …, "driver" (the `crossdeploy serve` process), "ray" (Ray's own)
+    processes: int
+    pss_mb: float | None  # proportional set size: a page shared by n processes counts 1/n in each (None: unreadable)
+    rss_mb: float  # resident set size: every shared page counts in full in each process
+    members: list[str] = []  # the processes' names, for the "ray" line (raylet, gcs_server, ProxyActor, …)
+
+
+class EngineRun(BaseModel):
+    """One engine's gateway as the bench started it: how long it took to serve, and what it holds in memory."""
+
+    engine: Engine
+    cold_start_s: float  # from launching `crossdeploy serve` to the first 200 of /v2/health/ready
+    memory: list[ProcessGroup]
 
 
 class Verdict(BaseModel):
@@ -120,5 +142,6 @@ class BenchReport(BaseModel):
     settings: dict
     scenarios: list[Scenario] = []
     coldstart: list[ColdStart] = []
+    engines: list[EngineRun] = []  # one per gateway engine the bench started
     verdicts: list[Verdict] = []
     notes: list[str] = Field(default_factory=list)  # how the load generator was checked, flagged scenarios, …

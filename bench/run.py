@@ -2,8 +2,9 @@
 
 1. in-process, per variant: adapter and bare call, batch 1/8/64, 1 and 2 intra-op threads (fresh process each);
 2. cold start and footprint per variant (fresh process each);
-3. through the gateway (started here, or `--url`), per variant and protocol: closed-loop concurrency sweep and
-   open-loop request rates, with the server-side breakdown;
+3. through the gateway, per variant and protocol: closed-loop concurrency sweep and open-loop request rates, with
+   the server-side breakdown — against `--url`, or against each engine's gateway in turn (bench/run_gateway.py),
+   with its cold start and memory (bench/engines.py);
 4. every scenario repeated (default 3), judged with the tie rule; JSON + Markdown + PNGs.
 """
 
@@ -19,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -27,12 +27,12 @@ from crossdeploy.errors import ConfigError, CrossdeployError
 from crossdeploy.repository import ModelRepository
 from crossdeploy.versions import INFERENCE_PACKAGES, version_of
 
-from .gateway_load import Sweep
+from . import engines as gateway_engines
 from .provenance import git_revision, machine
-from .requests import PROTOCOLS, build
-from .results import BenchReport, ColdStart, Run, Scenario
-from .servers import free_port, start, stop
-from .stats import judge, spread
+from .requests import PROTOCOLS
+from .results import BenchReport, ColdStart, EngineRun, Run, Scenario
+from .run_gateway import engine_sweeps, url_sweep
+from .stats import judge, scenario
 
 QUICK_VARIANTS = ("torch-eager", "torch-onnx", "keras-savedmodel", "keras-tflite")
 
@@ -52,18 +52,20 @@ class Plan:
     max_windows: int = 10
     coldstart: bool = True
     quick: bool = False
+    engines: tuple[str, ...] = ("inprocess",)
     notes: list[str] = field(default_factory=list)
 
     @classmethod
     def make(cls, repository: ModelRepository, quick: bool, variants: list[str] | None, protocols: list[str] | None,
-             repeats: int | None, url: str | None) -> "Plan":
+             repeats: int | None, url: str | None, engines: list[str] | None = None) -> "Plan":
         known = repository.names() if repository.exists() else []
         chosen = variants or (list(QUICK_VARIANTS) if quick else known)
         if not url and (unknown := [v for v in chosen if v not in known]):
             raise ConfigError("--variants", f"not in the repository: {', '.join(unknown)} (known: {', '.join(known)})")
         if protocols and (bad := [p for p in protocols if p not in PROTOCOLS]):
             raise ConfigError("--protocols", f"unknown: {', '.join(bad)} (known: {', '.join(PROTOCOLS)})")
-        plan = cls(variants=chosen, protocols=tuple(protocols or PROTOCOLS))
+        chosen_engines = gateway_engines.choose(engines, quick=quick, partial=bool(variants or protocols), url=url)
+        plan = cls(variants=chosen, protocols=tuple(protocols or PROTOCOLS), engines=tuple(chosen_engines))
         if quick:
             plan.batches, plan.threads, plan.concurrency, plan.rates = (1, 64), (1,), (1, 16), (200.0,)
             plan.repeats, plan.window_s, plan.gateway_window_s, plan.max_windows = 1, 0.05, 0.2, 4
@@ -92,11 +94,6 @@ class LineProgress(Progress):
                 self._last[task_id] = now
                 done = f" [{task.completed:.0f}/{task.total:.0f}]" if task.total else ""
                 self.console.print(f"{task.description}{done}", highlight=False)
-
-
-def scenario(kind: str, runs: list[Run], **fields) -> Scenario:
-    return Scenario(kind=kind, runs=runs, p50=spread(r.latency.p50 for r in runs), p99=spread(r.latency.p99 for r in runs),
-                    throughput=spread(r.throughput for r in runs), stable=all(r.stable for r in runs), **fields)
 
 
 def _worker(args: list[str], progress: Progress, task, out: Path) -> list | dict:
@@ -141,34 +138,6 @@ def cold_starts(repository: Path, plan: Plan, progress: Progress, scratch: Path)
     return out
 
 
-def through_gateway(base: str, server_pid: int | None, plan: Plan, progress: Progress, target: str) -> tuple[list[Scenario], Sweep]:
-    from crossdeploy.models.data import load_split
-
-    x = np.ascontiguousarray(load_split(seed=0).x_test[:1].astype(np.float32))
-    sweep = Sweep(base, server_pid, plan.gateway_window_s, plan.max_windows)
-    pairs = []
-    for variant in plan.variants:
-        for protocol in plan.protocols:
-            if sweep.warm(variant, protocol, x):
-                plan.notes.append(f"{target}: {variant} does not answer {protocol} requests; skipped")
-            else:
-                pairs.append((variant, protocol))
-    steps = [(v, p, c, None) for v, p in pairs for c in plan.concurrency]
-    steps += [(v, p, None, r) for v, p in pairs if p in plan.open_protocols for r in plan.rates]
-    task = progress.add_task("gateway", total=len(steps) * plan.repeats)
-    runs: dict[tuple, list[Run]] = {}
-    for _ in range(plan.repeats):
-        for variant, protocol, concurrency, rate in steps:
-            where = f"C={concurrency}" if concurrency else f"{rate:g}/s open"
-            progress.update(task, description=f"gateway {variant} {protocol} {where}")
-            runs.setdefault((variant, protocol, concurrency, rate), []).append(
-                sweep.measure(variant, protocol, x, concurrency=concurrency, rate=rate))
-            progress.advance(task)
-    scenarios = [scenario("gateway", r, variant=v, protocol=p, batch=len(x), concurrency=c, rate=rate,
-                          mode="closed" if c else "open", target=target) for (v, p, c, rate), r in runs.items()]
-    return scenarios, sweep
-
-
 def verdicts(scenarios: list[Scenario], notes: list[str] | None = None):
     """The fastest pathway per group. A scenario with refused requests is not comparable and is left out."""
     groups: dict[str, dict[str, object]] = {}
@@ -185,73 +154,23 @@ def verdicts(scenarios: list[Scenario], notes: list[str] | None = None):
             group = f"gateway {s.protocol}, batch {s.batch}, {s.rate:g} req/s open loop"
         else:
             continue
+        if s.engine and s.engine != "inprocess":  # pathways are compared within one engine, never across
+            group += f", on {s.engine}"
         groups.setdefault(group, {})[s.variant] = s.p50
     return [judge(group, candidates) for group, candidates in groups.items()]
 
 
-def wrk_cross_check(base: str, variant: str, sweep: Sweep, plan: Plan) -> None:
-    """The same closed-loop scenario with wrk and with our generator: if ours were starved, it would read lower."""
-    if not shutil.which("wrk"):
-        plan.notes.append("wrk not installed: the load generator was not cross-checked against it")
-        return
-    from crossdeploy.models.data import load_split
-
-    from .wrk import run_wrk, script
-
-    x = np.ascontiguousarray(load_split(seed=0).x_test[:1].astype(np.float32))
-    request = build("v2-json", variant, {"image": x})
-    with tempfile.TemporaryDirectory() as folder:
-        theirs = run_wrk(base + request.path, script(Path(folder), "v2-json", request), 16, 3)["rps"]
-    ours = sweep.measure(variant, "v2-json", x, concurrency=16).requests_per_s
-    plan.notes.append(f"load generator check: {variant} v2-json C=16 — ours {ours:,.0f} req/s, wrk {theirs:,.0f} req/s "
-                      f"({ours / theirs:.2f}×); the generator's CPU share peaked at {max(sweep.client_cpu_share):.2f} of a core")
-
-
-def start_gateway(repository: Path, progress: Progress, scratch: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    task = progress.add_task("starting the gateway", total=None)
-    server = start([sys.executable, "-m", "crossdeploy.cli", "serve", "--port", str(port), "--repository", str(repository)],
-                   f"http://127.0.0.1:{port}/v2/health/ready", scratch / "gateway.log")
-    progress.update(task, description="gateway started", total=1, completed=1)
-    return server, f"http://127.0.0.1:{port}"
-
-
-def check_load_generator(base: str, found: list[Scenario], sweep: Sweep, plan: Plan) -> None:
-    if found and not plan.quick:  # on a fast variant: a slow one would not load the generator at all
-        names = {s.variant for s in found if s.protocol == "v2-json"}
-        if names:
-            wrk_cross_check(base, "torch-onnx" if "torch-onnx" in names else sorted(names)[0], sweep, plan)
-    elif sweep.client_cpu_share:
-        plan.notes.append(f"the load generator's CPU share peaked at {max(sweep.client_cpu_share):.2f} of a core")
-
-
 def measure_everything(repository: Path, plan: Plan, url: str | None, console: Console,
-                       scratch: Path) -> tuple[list[Scenario], list[ColdStart]]:
-    """In process and cold starts (unless another server is measured), then through the gateway or `url`."""
-    scenarios: list[Scenario] = []
-    colds: list[ColdStart] = []
-    server = None
+                       scratch: Path) -> tuple[list[Scenario], list[ColdStart], list[EngineRun]]:
+    """In process and cold starts, then each engine's gateway; or only `url`, another server, as it is."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    try:
-        with LineProgress(*columns, console=console) as progress:
-            if not url:
-                scenarios += in_process(repository, plan, progress, scratch)
-                if plan.coldstart:
-                    colds = cold_starts(repository, plan, progress, scratch)
-                server, base = start_gateway(repository, progress, scratch)
-                target = "crossdeploy"
-            else:
-                base = target = url.rstrip("/")
-            found, sweep = through_gateway(base, server.pid if server else None, plan, progress, target)
-            scenarios += found
-            try:
-                check_load_generator(base, found, sweep, plan)
-            finally:
-                sweep.close()
-    finally:
-        if server:
-            stop([server])
-    return scenarios, colds
+    with LineProgress(*columns, console=console) as progress:
+        if url:
+            return url_sweep(url, plan, progress), [], []
+        scenarios = in_process(repository, plan, progress, scratch)
+        colds = cold_starts(repository, plan, progress, scratch) if plan.coldstart else []
+        found, engines = engine_sweeps(repository, plan, progress, scratch)
+        return scenarios + found, colds, engines
 
 
 def point_latest(out: Path, folder: Path) -> None:
@@ -263,17 +182,20 @@ def point_latest(out: Path, folder: Path) -> None:
 
 def run_bench(repository: Path, out: Path, *, quick: bool = False, variants: list[str] | None = None,
               protocols: list[str] | None = None, repeats: int | None = None, url: str | None = None,
-              console: Console | None = None) -> Path:
+              engines: list[str] | None = None, console: Console | None = None) -> Path:
+    """The whole comparison into a new timestamped folder under `out` (`latest` points at it). `engines`: the
+    gateway engines measured one after the other (default: both on a full run; "inprocess" with --quick or
+    --variants/--protocols)."""
     from .report import write_report
 
     console = console or Console()
     started = time.perf_counter()
-    plan = Plan.make(ModelRepository(repository), quick, variants, protocols, repeats, url)
+    plan = Plan.make(ModelRepository(repository), quick, variants, protocols, repeats, url, engines)
     folder = out / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     folder.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="crossdeploy-bench-"))
     try:
-        scenarios, colds = measure_everything(repository, plan, url, console, scratch)
+        scenarios, colds, engine_runs = measure_everything(repository, plan, url, console, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     for s in scenarios:
@@ -283,7 +205,7 @@ def run_bench(repository: Path, out: Path, *, quick: bool = False, variants: lis
         created=datetime.now(timezone.utc), duration_s=time.perf_counter() - started, quick=plan.quick, machine=machine(),
         versions={p: version_of(p) for p in INFERENCE_PACKAGES}, git_revision=git_revision(),
         settings={k: v for k, v in vars(plan).items() if k != "notes"} | {"url": url, "repository": str(repository)},
-        scenarios=scenarios, coldstart=colds, verdicts=verdicts(scenarios, plan.notes), notes=plan.notes,
+        scenarios=scenarios, coldstart=colds, engines=engine_runs, verdicts=verdicts(scenarios, plan.notes), notes=plan.notes,
     )
     write_report(report, folder)
     point_latest(out, folder)

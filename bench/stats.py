@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from .results import Percentiles, Run, Spread, Verdict
+from .results import Percentiles, Run, Scenario, Spread, Verdict
 
 TOLERANCE = 0.10  # consecutive windows must agree within 10 %, as perf_analyzer's default stability threshold
 STABLE_WINDOWS = 3
@@ -123,3 +123,9 @@ def judge(group: str, candidates: dict[str, Spread]) -> Verdict:
     margin = (second.median - best.median) / second.median if second.median else None
     return Verdict(group=group, winner=winner, runner_up=runner, winner_p50=best.median, runner_up_p50=second.median,
                    margin=margin, tie=bool(tied_with), tied_with=tied_with)
+
+
+def scenario(kind: str, runs: list[Run], **fields) -> Scenario:
+    """A scenario from its repeats: the median and range of p50, p99 and throughput across them."""
+    return Scenario(kind=kind, runs=runs, p50=spread(r.latency.p50 for r in runs), p99=spread(r.latency.p99 for r in runs),
+                    throughput=spread(r.throughput for r in runs), stable=all(r.stable for r in runs), **fields)

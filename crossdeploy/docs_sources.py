@@ -72,6 +72,27 @@ def bench_report(report: Path, docs: Path) -> str:
     return "\n".join(body).strip() + "\n" + ("\n" + "\n\n".join(images) + "\n" if images else "")
 
 
+def engines_report(report: Path, docs: Path) -> str:
+    """The bench run's Engines section, its chart copied to docs/bench/. A run that compared no engines (a quick
+    or partial run measures one; a --url run or a report older than the engines, none) does not read here, so an
+    earlier run's comparison is kept."""
+    from crossdeploy.bench.engines_report import engines_section
+    from crossdeploy.bench.results import BenchReport
+
+    run = BenchReport.model_validate_json(report.read_text())
+    if len(run.engines) < 2:
+        measured = ", ".join(e.engine for e in run.engines) or "none"
+        raise ValueError(f"the run compared no engines (measured: {measured}); `make bench` measures both")
+    section = engines_section(run)
+    chart = report.parent / "engines.png"
+    figure = ""
+    if chart.is_file():
+        (docs / "bench").mkdir(exist_ok=True)
+        shutil.copyfile(chart, docs / "bench" / chart.name)
+        figure = "\n![Throughput and p99 vs concurrency per engine](bench/engines.png)\n"
+    return _demoted("\n".join(section)) + figure
+
+
 def gateway_floor(report: Path, docs: Path) -> str:
     from crossdeploy.bench.floor_results import GatewayFloorReport
     from crossdeploy.bench.gateway_floor import markdown
@@ -108,6 +129,7 @@ SOURCES: dict[str, Source] = {
     "matrix-report": Source("matrix/matrix.json", "make matrix", matrix_report),
     "matrix-figure": Source("matrix/matrix.png", "make matrix", matrix_figure),
     "bench-report": Source("bench/latest/results.json", "make bench", bench_report),
+    "engines": Source("bench/latest/results.json", "make bench", engines_report),
     "gateway-floor": Source("gateway/gateway_floor.json", "make bench-gateway", gateway_floor),
     "soak-report": Source("soak/report.json", "make soak", soak_report),
     "fuzz-report": Source("fuzz/report.json", "make fuzz", fuzz_report),

@@ -12,9 +12,10 @@ from PIL import Image
 
 from crossdeploy.bench.plots import breakdown_data, write_plots
 from crossdeploy.bench.report import markdown, sig, write_report
-from crossdeploy.bench.results import BenchReport, ColdStart, Machine, Percentiles, Run, Scenario, Spread, Verdict
+from crossdeploy.bench.results import (BenchReport, ColdStart, EngineRun, Machine, Percentiles, ProcessGroup, Run, Scenario,
+                                       Spread, Verdict)
 
-CHARTS = ["latency_cdf.png", "throughput_vs_concurrency.png", "pathways.png", "breakdown.png"]
+CHARTS = ["latency_cdf.png", "throughput_vs_concurrency.png", "pathways.png", "breakdown.png", "engines.png"]
 TIE_GROUP = "in-process, batch 1, 1 thread"
 WIN_GROUP = "gateway v2-binary, batch 1, C=4"
 
@@ -46,12 +47,23 @@ def inprocess(variant: str, batch: int, p50: float, unstable: bool = False) -> S
     return scenario("inprocess", variant, "adapter", batch, [p50, p50 * 1.03, p50 * 0.98], unstable=unstable, threads=1)
 
 
-def gateway(variant: str, protocol: str, concurrency: int, p50: float, server: dict) -> Scenario:
+def gateway(variant: str, protocol: str, concurrency: int, p50: float, server: dict, engine: str = "inprocess") -> Scenario:
     return scenario("gateway", variant, protocol, 1, [p50, p50 * 1.05, p50 * 0.97], server=server, mode="closed",
-                    concurrency=concurrency)
+                    concurrency=concurrency, engine=engine)
 
 
 SERVER = {"queue": 0.05, "decode": 0.08, "inference": 0.12, "encode": 0.04}
+RAY_SERVER = {**SERVER, "queue": 0.9}  # the hop from the ingress to a replica
+ENGINES = [
+    EngineRun(engine="inprocess", cold_start_s=9.5,
+              memory=[ProcessGroup(name="gateway", processes=1, pss_mb=1480.0, rss_mb=1510.0)]),
+    EngineRun(engine="ray", cold_start_s=41.2,
+              memory=[ProcessGroup(name="models-tensorflow", processes=1, pss_mb=744.0, rss_mb=810.0),
+                      ProcessGroup(name="gateway", processes=1, pss_mb=127.0, rss_mb=192.0),
+                      ProcessGroup(name="driver", processes=1, pss_mb=133.0, rss_mb=196.0),
+                      ProcessGroup(name="ray", processes=9, pss_mb=560.0, rss_mb=920.0,
+                                   members=["ProxyActor", "ServeController", "gcs_server", "raylet"])]),
+]
 
 
 def make_report(gateway_scenarios: bool = True) -> BenchReport:
@@ -63,6 +75,8 @@ def make_report(gateway_scenarios: bool = True) -> BenchReport:
                       for protocol in ("v2-json", "v2-binary") for c in (1, 4)]
         scenarios += [gateway("keras-eager", "v2-json", 1, 0.2, {**SERVER, "inference": 0.4})]  # server > client p50
         scenarios.append(scenario("gateway", "torch-onnx", "v2-binary", 1, [0.5, 0.6, 0.55], mode="open", rate=200.0))
+        # the same closed loop through the Ray engine: twice the in-process p50 at each concurrency
+        scenarios += [gateway("torch-onnx", "v2-binary", c, 0.9 * c ** 0.5, RAY_SERVER, engine="ray") for c in (1, 4)]
     verdicts = [
         Verdict(group=TIE_GROUP, winner="torch-onnx", runner_up="keras-tflite-int8", winner_p50=0.0812,
                 runner_up_p50=0.0835, margin=0.0275, tie=True, tied_with=["keras-tflite-int8"]),
@@ -73,7 +87,7 @@ def make_report(gateway_scenarios: bool = True) -> BenchReport:
         created=datetime(2025, 11, 25, 20, 0, tzinfo=timezone.utc), duration_s=754.0, quick=True,
         machine=Machine(platform="Linux-6.1-x86_64", processor="x86_64", cores=8, memory_gb=31.2, python="3.11.7"),
         versions={"torch": "2.13.0", "onnxruntime": "1.20.0"}, git_revision="79a97ad", settings={"repeats": 3},
-        scenarios=scenarios,
+        scenarios=scenarios, engines=ENGINES if gateway_scenarios else [],
         coldstart=[ColdStart(variant="torch-onnx", format="onnx", load_s=0.041, first_inference_ms=1.7,
                              artifact_bytes=52_224, rss_added_mb=12.5),
                    ColdStart(variant="keras-eager", format="keras", load_s=1.9, first_inference_ms=35.0,
@@ -186,3 +200,52 @@ def test_cdf_falls_back_to_any_batch1_inprocess_scenario(tmp_path):
 def test_significant_digits():
     assert [sig(v) for v in (0.012345, 1.2345, 12.345, 123.45, 12345.6, 0, None)] == \
         ["0.0123", "1.23", "12.3", "123", "12,346", "0", "—"]
+
+
+def test_engines_section_sets_ray_beside_inprocess_on_the_same_scenario(written):
+    md = written[2]["report.md"].read_text()
+    assert md.index("## Through the gateway") < md.index("## Engines") < md.index("## Cold start and footprint")
+    # the requests/s of a run is 1000 / p50 here: Ray's p50 is twice the in-process one, so its throughput is half
+    row = table_row(md, "| torch-onnx | v2-binary | 4 |")
+    assert row == "| torch-onnx | v2-binary | 4 | 1,111 | 556 | 0.900 | 1.80 | 1.98 | 3.96 | 0.50× | 2.00× |"
+    assert table_row(md, "| torch-onnx | v2-binary | 1 |").endswith("| 0.50× | 2.00× |")
+    assert not [line for line in md.split("## Engines")[1].split("**Memory**")[0].splitlines() if "v2-json" in line]
+    assert table_row(md, "| ray | models-tensorflow |") == "| ray | models-tensorflow | 1 | 744 | 810 |"
+    assert table_row(md, "| ray | ray (ProxyActor, ServeController, gcs_server, raylet) |").endswith("| 9 | 560 | 920 |")
+    assert table_row(md, "| ray | **all processes** |") == "| ray | **all processes** | 12 | 1,564 | 2,118 |"
+    assert table_row(md, "| inprocess | 9.50 |") and table_row(md, "| ray | 41.2 |")
+    assert "torch-onnx on ray" in table_row(md, "| v2-binary |", "on ray", "C=4")  # the gateway table tells them apart
+
+
+def test_engines_chart_draws_one_line_per_engine():
+    from crossdeploy.bench.engines_report import engines_data
+
+    pair, lines = engines_data(make_report())
+    assert pair == ("torch-onnx", "v2-binary") and sorted(lines) == ["inprocess", "ray"]
+    assert [c for c, _, _ in lines["ray"]] == [1, 4]
+    assert lines["ray"][1][1] == pytest.approx(lines["inprocess"][1][1] / 2)  # half the requests/s at C=4
+
+
+def test_a_report_from_before_the_engines_still_reads(written):
+    saved = json.loads(written[2]["results.json"].read_text())
+    del saved["engines"]
+    saved["scenarios"] = [{k: v for k, v in s.items() if k != "engine"} for s in saved["scenarios"] if s.get("engine") != "ray"]
+    old = BenchReport.model_validate(saved)
+    assert old.engines == [] and all(s.engine is None for s in old.scenarios)
+    md = markdown(old)
+    assert "## Engines" not in md and "engines.png" not in md and "## Through the gateway" in md
+
+
+def test_the_docs_region_renders_the_engines_and_keeps_an_earlier_one_for_a_single_engine_run(written, tmp_path):
+    from crossdeploy.docs_sources import engines_report
+
+    _, folder, paths = written
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    region = engines_report(paths["results.json"], docs)
+    assert region.startswith("### Engines") and "| torch-onnx | v2-binary | 4 |" in region
+    assert "](bench/engines.png)" in region and (docs / "bench" / "engines.png").read_bytes() == paths["engines.png"].read_bytes()
+    single = make_report().model_copy(update={"engines": ENGINES[:1]})
+    (tmp_path / "single.json").write_text(single.model_dump_json())
+    with pytest.raises(ValueError, match="compared no engines"):
+        engines_report(tmp_path / "single.json", docs)
