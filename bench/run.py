@@ -57,7 +57,8 @@ class Plan:
 
     @classmethod
     def make(cls, repository: ModelRepository, quick: bool, variants: list[str] | None, protocols: list[str] | None,
-             repeats: int | None, url: str | None, engines: list[str] | None = None) -> "Plan":
+             repeats: int | None, url: str | None, engines: list[str] | None = None,
+             concurrency: list[int] | None = None) -> "Plan":
         known = repository.names() if repository.exists() else []
         chosen = variants or (list(QUICK_VARIANTS) if quick else known)
         if not url and (unknown := [v for v in chosen if v not in known]):
@@ -72,6 +73,10 @@ class Plan:
             plan.quick = True
         if repeats:
             plan.repeats = repeats
+        if concurrency:
+            if bad := [c for c in concurrency if c < 1]:
+                raise ConfigError("--concurrency", f"must be at least 1: {', '.join(map(str, bad))}")
+            plan.concurrency = tuple(sorted(set(concurrency)))
         return plan
 
 
@@ -182,15 +187,16 @@ def point_latest(out: Path, folder: Path) -> None:
 
 def run_bench(repository: Path, out: Path, *, quick: bool = False, variants: list[str] | None = None,
               protocols: list[str] | None = None, repeats: int | None = None, url: str | None = None,
-              engines: list[str] | None = None, console: Console | None = None) -> Path:
+              engines: list[str] | None = None, concurrency: list[int] | None = None,
+              console: Console | None = None) -> Path:
     """The whole comparison into a new timestamped folder under `out` (`latest` points at it). `engines`: the
     gateway engines measured one after the other (default: both on a full run; "inprocess" with --quick or
-    --variants/--protocols)."""
+    --variants/--protocols). `concurrency`: the closed loop's connections in flight (default 1, 4, 16, 64)."""
     from .report import write_report
 
     console = console or Console()
     started = time.perf_counter()
-    plan = Plan.make(ModelRepository(repository), quick, variants, protocols, repeats, url, engines)
+    plan = Plan.make(ModelRepository(repository), quick, variants, protocols, repeats, url, engines, concurrency)
     folder = out / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     folder.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="crossdeploy-bench-"))

@@ -50,21 +50,21 @@ def descendants(process: subprocess.Popen) -> list[psutil.Process]:
         return []
 
 
-def stop(processes: list[subprocess.Popen]) -> None:
-    """SIGTERM, so each server tears down what it started; whatever is still alive after STOP_S is killed."""
+def stop(processes: list[subprocess.Popen], grace_s: float = STOP_S) -> None:
+    """SIGTERM, so each server tears down what it started; whatever is still alive after `grace_s` is killed."""
     started = [child for process in processes for child in descendants(process)]
     for process in processes:
         process.terminate()
     for process in processes:
         try:
-            process.wait(STOP_S)
+            process.wait(grace_s)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    _, alive = psutil.wait_procs(started, timeout=STOP_S)
+    _, alive = psutil.wait_procs(started, timeout=grace_s)
     for child in alive:
         try:
             child.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(alive, timeout=STOP_S)
+    psutil.wait_procs(alive, timeout=grace_s)

@@ -54,6 +54,10 @@ def matrix_figure(report: Path, docs: Path) -> str:
     return copy_figure(report, docs, "Deployability heatmap: every pathway × model")
 
 
+# The engines region's chart: kept with the comparison it belongs to when a later run compared no engines.
+ENGINES_CHART = "engines.png"
+
+
 def bench_report(report: Path, docs: Path) -> str:
     """The run's report.md without its title and charts, one heading level down; the charts go to docs/bench/."""
     from crossdeploy.bench.report import CHART_TITLES, markdown
@@ -64,7 +68,7 @@ def bench_report(report: Path, docs: Path) -> str:
     charts = sorted(report.parent.glob("*.png"))
     folder = docs / "bench"
     folder.mkdir(exist_ok=True)
-    for stale in set(folder.glob("*.png")) - {folder / png.name for png in charts}:
+    for stale in set(folder.glob("*.png")) - {folder / png.name for png in charts} - {folder / ENGINES_CHART}:
         stale.unlink()  # a chart this run has no data for must not survive from an older one
     for png in charts:
         shutil.copyfile(png, folder / png.name)
@@ -84,7 +88,7 @@ def engines_report(report: Path, docs: Path) -> str:
         measured = ", ".join(e.engine for e in run.engines) or "none"
         raise ValueError(f"the run compared no engines (measured: {measured}); `make bench` measures both")
     section = engines_section(run)
-    chart = report.parent / "engines.png"
+    chart = report.parent / ENGINES_CHART
     figure = ""
     if chart.is_file():
         (docs / "bench").mkdir(exist_ok=True)

@@ -1,6 +1,7 @@
 """The latency comparison: its statistics on synthetic series with known answers, its load generator against a
 server that stalls (coordinated omission) and against answers sized, chunked and split across reads, the strict
-floor against onnxruntime, and a quick run that writes a report valid against its schema."""
+floor against onnxruntime, a quick run on both gateway engines that writes a report valid against its schema, and
+a server stopped with whatever it started."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import json
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
@@ -196,12 +199,16 @@ def test_the_floor_answers_a_v2_request_with_onnxruntimes_logits_and_shares_no_c
     assert said == ["[]", "1", "1", "0"]
 
 
+RAY_GROUPS = {"gateway", "models-torch", "models-tensorflow", "models-onnx", "models-executorch", "driver", "ray"}
+
+
 @pytest.mark.slow
-def test_a_quick_run_writes_a_report_valid_against_its_schema(repository, tmp_path):
+def test_a_quick_run_on_both_engines_writes_a_report_valid_against_its_schema(repository, tmp_path):
     from crossdeploy.bench.run import run_bench
+    from crossdeploy.docs_sources import engines_report
 
     folder = run_bench(repository.root, tmp_path / "bench", quick=True, variants=["torch-onnx", "keras-tflite"],
-                       protocols=["v2-json", "v2-binary", "tfserving", "torchserve"])
+                       protocols=["v2-json", "v2-binary", "tfserving", "torchserve"], engines=["inprocess", "ray"])
     report = BenchReport.model_validate_json((folder / "results.json").read_text())
     schema = json.loads((folder / "results.schema.json").read_text())
     assert schema == BenchReport.model_json_schema()
@@ -212,13 +219,59 @@ def test_a_quick_run_writes_a_report_valid_against_its_schema(repository, tmp_pa
     gateway = [s for s in report.scenarios if s.kind == "gateway"]
     assert all(s.runs[0].errors == 0 and s.runs[0].latency.count > 0 for s in gateway)
     assert all(set(s.runs[0].server_ms) == {"queue", "decode", "inference", "encode"} for s in gateway)
+    # the same sweep on each engine: every closed-loop point of one is a point of the other
+    closed = {engine: {(s.variant, s.protocol, s.concurrency) for s in gateway if s.engine == engine and s.mode == "closed"}
+              for engine in ("inprocess", "ray")}
+    assert closed["inprocess"] == closed["ray"] and len(closed["ray"]) == 2 * 4 * 2
     assert report.verdicts and report.versions["onnxruntime"] and report.machine.cores >= 1
-    for png in ("latency_cdf.png", "throughput_vs_concurrency.png", "pathways.png", "breakdown.png"):
+    assert [e.engine for e in report.engines] == ["inprocess", "ray"] and all(e.cold_start_s > 0 for e in report.engines)
+    inprocess, ray = ({g.name: g for g in e.memory} for e in report.engines)
+    assert set(inprocess) == {"gateway"} and inprocess["gateway"].processes == 1
+    assert set(ray) == RAY_GROUPS and all(ray[d].processes == 1 for d in RAY_GROUPS - {"ray"})
+    assert {"raylet", "gcs_server", "ServeController", "ProxyActor"} <= set(ray["ray"].members)
+    assert all(g.rss_mb > 10 and g.pss_mb and g.pss_mb <= g.rss_mb for e in report.engines for g in e.memory)
+    # TensorFlow's replica holds TensorFlow; the ingress holds no framework at all
+    assert ray["models-tensorflow"].pss_mb > 2 * ray["gateway"].pss_mb
+    for png in ("latency_cdf.png", "throughput_vs_concurrency.png", "pathways.png", "breakdown.png", "engines.png"):
         path = folder / png
         assert path.stat().st_size > 10_000, png
         with Image.open(path) as image:
             assert image.size[0] > 300 and image.size[1] > 200
+    md = (folder / "report.md").read_text()
+    assert "## Engines" in md and "| torch-onnx | v2-binary | 16 |" in md and "](engines.png)" in md
+    region = engines_report(folder / "results.json", tmp_path / "docs")
+    assert "| ray | models-onnx | 1 |" in region and (tmp_path / "docs" / "bench" / "engines.png").is_file()
     assert (tmp_path / "bench" / "latest").resolve() == folder.resolve()
+
+
+def test_stopping_a_server_also_stops_what_it_started(tmp_path):
+    """A server whose child outlives SIGTERM (as a Ray engine's raylet could): stop() leaves neither behind."""
+    from crossdeploy.bench.servers import stop
+
+    child = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
+    parent = f"import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', {child!r}]); print(c.pid, flush=True); time.sleep(120)"
+    server = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    grandchild = psutil.Process(int(server.stdout.readline()))
+    try:
+        time.sleep(0.3)  # the child has set its SIGTERM handler
+        stop([server], grace_s=1)
+        assert server.poll() is not None
+        assert not grandchild.is_running() or grandchild.status() == psutil.STATUS_ZOMBIE
+    finally:
+        if grandchild.is_running():
+            grandchild.kill()
+
+
+def test_engines_default_to_both_only_on_a_full_run_and_refuse_what_they_cannot_do():
+    from crossdeploy.bench.engines import choose
+    from crossdeploy.errors import ConfigError
+
+    assert choose(None, quick=False, partial=False, url=None) == ["inprocess", "ray"]
+    assert choose(None, quick=True, partial=False, url=None) == choose(None, quick=False, partial=True, url=None) == ["inprocess"]
+    assert choose(["ray", "ray"], quick=True, partial=True, url=None) == ["ray"]
+    assert choose(None, quick=False, partial=False, url="http://127.0.0.1:1") == []
+    with pytest.raises(ConfigError, match="not with --url"):
+        choose(["ray"], quick=False, partial=False, url="http://127.0.0.1:1")
 
 
 def test_bench_cli_refuses_an_unknown_variant_in_one_line(tmp_path):
@@ -227,3 +280,11 @@ def test_bench_cli_refuses_an_unknown_variant_in_one_line(tmp_path):
                              "--variants", "nope", "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == "crossdeploy: error: --variants: not in the repository: nope (known: torch-onnx)"
+
+
+def test_bench_cli_refuses_an_unknown_engine_in_one_line(tmp_path):
+    (tmp_path / "repo" / "torch-onnx").mkdir(parents=True)
+    result = subprocess.run([sys.executable, "-m", "crossdeploy.cli", "bench", "--repository", str(tmp_path / "repo"),
+                             "--engines", "inprocess,kubernetes", "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == "crossdeploy: error: --engines: unknown: kubernetes (known: inprocess, ray)"
