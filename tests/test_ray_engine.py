@@ -20,7 +20,7 @@ import yaml
 
 from crossdeploy.repository import ModelRepository
 
-from .live import RayGateway
+from .live import LiveGateway, RayGateway
 
 pytestmark = pytest.mark.slow
 ONE_PER_FAMILY = ("torch-torchscript", "keras-savedmodel", "torch-onnx", "torch-executorch")
@@ -89,6 +89,39 @@ def wait_for(condition, seconds: float, what: str):
     while not condition():
         assert time.monotonic() < deadline, f"timed out after {seconds:g} s waiting for {what}"
         time.sleep(0.25)
+
+
+def test_both_engines_give_the_same_answers(gateway, families_repository):
+    """Every variant, through V2 binary and /v1/compare, answers the same bytes on Ray as in one process: the
+    replicas run the same adapters with the same threads; only the process boundary differs."""
+    import tritonclient.http as triton
+
+    from crossdeploy.models.data import load_split
+
+    x = load_split(seed=0).x_test[:16].astype(np.float32)
+
+    def answers(live):
+        client = triton.InferenceServerClient(live.address, network_timeout=60)
+        found = {}
+        for name in ONE_PER_FAMILY:
+            tensor = triton.InferInput("image", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x, binary_data=True)
+            found[name] = client.infer(name, [tensor], outputs=[triton.InferRequestedOutput("logits", binary_data=True)]).as_numpy("logits")
+        with httpx.Client(base_url=live.url, timeout=60) as http:
+            compared = http.post("/v1/compare", json={"image": x.tolist()}).json()
+        timed = {"inference_ms", "queue_ms"}  # the only fields that may differ: wall times
+        rows = {r["name"]: {k: v for k, v in r.items() if k not in timed} for r in compared["variants"]}
+        return found, rows, compared["agreement"]
+
+    on_ray = answers(gateway)
+    with LiveGateway(families_repository) as inprocess:
+        in_process = answers(inprocess)
+    for name in ONE_PER_FAMILY:
+        assert np.array_equal(on_ray[0][name], in_process[0][name]), name
+    for name, row in on_ray[1].items():
+        differing = {k: (v, in_process[1][name].get(k)) for k, v in row.items() if in_process[1][name].get(k) != v}
+        assert not differing, (name, differing)
+    assert on_ray[2] == in_process[2]
 
 
 def test_a_family_autoscales_from_one_replica_to_two_under_load(gateway):
