@@ -148,3 +148,12 @@ def test_one_inference_package_list():
     from crossdeploy.bench import run
 
     assert run.INFERENCE_PACKAGES is versions.INFERENCE_PACKAGES
+
+
+def test_every_runtime_format_runs_in_one_ray_family():
+    from crossdeploy.runtimes import REGISTRY
+    from crossdeploy.serving.ray_engine.families import FAMILY_OF_FORMAT
+    from crossdeploy.settings import FAMILIES
+
+    assert set(FAMILY_OF_FORMAT) == set(REGISTRY)
+    assert set(FAMILY_OF_FORMAT.values()) == set(FAMILIES)

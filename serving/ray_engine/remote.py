@@ -67,6 +67,7 @@ class RemoteRegistry(ModelRegistry):
         self.retry_after_s = retry_after_s
         self.generations: dict[str, int] = {}
         self._reported: dict[str, dict] | None = None  # family -> states, while load_all runs
+        self._fresh: tuple[str, dict] | None = None  # (family, states) one replica reported after a reload
 
     def load_all(self) -> None:
         responses = {family: handle.states.remote() for family, handle in self.handles.items()}
@@ -96,8 +97,6 @@ class RemoteRegistry(ModelRegistry):
             return super().load(name)
         finally:
             self._fresh = None
-
-    _fresh: tuple[str, dict] | None = None
 
     def _report(self, family: str) -> dict:
         if self._fresh and self._fresh[0] == family:
