@@ -40,8 +40,9 @@ def families_repository(repository, tmp_path_factory) -> ModelRepository:
 @pytest.fixture(scope="module")
 def gateway(families_repository, ray_cluster):
     # onnx autoscales 1..2 at one request in progress per replica (4 clients keep about 4 in progress);
-    # executorch runs 2 replicas, one of which a test freezes and kills.
-    scale = {"onnx": {"replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1.0}, "executorch": {"replicas": 2}}
+    # executorch runs 2 replicas, one of which a test freezes and kills; torch and TF run 2 threads on 0.25 CPU.
+    scale = {"onnx": {"replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1.0}, "executorch": {"replicas": 2},
+             "torch": {"threads": 2}, "tensorflow": {"threads": 2}}
     with RayGateway(families_repository, ray_cluster, ray={"families": scale, "health_check_period_s": 2.0},
                     model_control_mode="explicit", management_token=TOKEN) as live:
         yield live
@@ -122,6 +123,18 @@ def test_both_engines_give_the_same_answers(gateway, families_repository):
         differing = {k: (v, in_process[1][name].get(k)) for k, v in row.items() if in_process[1][name].get(k) != v}
         assert not differing, (name, differing)
     assert on_ray[2] == in_process[2]
+
+
+def test_each_replica_runs_the_threads_its_family_asks_for(gateway):
+    """Ray sets OMP_NUM_THREADS to 1 for a fractional CPU; the family's `threads` is what the runtimes use."""
+    from ray import serve
+
+    from crossdeploy.serving.ray_engine.application import APP_NAME
+
+    torch = serve.get_deployment_handle("models-torch", APP_NAME).threads.remote().result(timeout_s=60)
+    tf = serve.get_deployment_handle("models-tensorflow", APP_NAME).threads.remote().result(timeout_s=60)
+    assert torch["torch"] == 2 and torch["OMP_NUM_THREADS"] == "2"
+    assert tf["tensorflow"] == 2
 
 
 def test_a_family_autoscales_from_one_replica_to_two_under_load(gateway):

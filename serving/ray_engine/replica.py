@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 
 import numpy as np
 
@@ -64,8 +65,14 @@ class ModelFamily:
         return {name: {e.version: (e.load_state, e.load_reason, e.load_seconds) for e in self.registry.versions(name)}
                 for name in self.registry.names()}
 
-    def pid(self) -> int:
-        return os.getpid()
+    def threads(self) -> dict[str, int | str]:
+        """The thread counts in force in this replica: the environment Ray set, and each framework it imported."""
+        found: dict[str, int | str] = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "")}
+        if "torch" in sys.modules:
+            found["torch"] = sys.modules["torch"].get_num_threads()
+        if "tensorflow" in sys.modules:
+            found["tensorflow"] = sys.modules["tensorflow"].config.threading.get_intra_op_parallelism_threads()
+        return found
 
     async def reload(self, name: str, generation: int) -> dict[int, tuple[str, str, float]]:
         await self._catch_up(name, generation)
