@@ -49,7 +49,7 @@ def engines_data(report: BenchReport) -> tuple[tuple[str, str] | None, dict[str,
 
 
 def ratio(value: float | None, reference: float | None) -> str:
-    return f"{value / reference:.2f}×" if value is not None and reference else MISSING
+    return f"{sig(value / reference, 2)}×" if value is not None and reference else MISSING
 
 
 def comparison_table(report: BenchReport) -> list[str]:

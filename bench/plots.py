@@ -258,9 +258,15 @@ def plot_engines(report: BenchReport, path: Path) -> Path:
         ax.set_xticks(sorted({c for points in lines.values() for c, _, _ in points}))
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.set_xlabel("concurrency (connections in flight)")
+        values = [v for line in ax.get_lines() for v in line.get_ydata() if v > 0]
+        if values and max(values) / min(values) > 20:  # engines apart by orders of magnitude: both lines readable
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            what += ", log scale"
+        else:
+            ax.set_ylim(bottom=0)
         ax.set_ylabel(what)
-        ax.set_ylim(bottom=0)
-        ax.grid(True, alpha=0.3)
+        ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, frameon=False)
     left.set_title("throughput")
     right.set_title("p99 latency")
