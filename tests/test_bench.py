@@ -239,6 +239,7 @@ def test_a_quick_run_on_both_engines_writes_a_report_valid_against_its_schema(re
             assert image.size[0] > 300 and image.size[1] > 200
     md = (folder / "report.md").read_text()
     assert "## Engines" in md and "| torch-onnx | v2-binary | 16 |" in md and "](engines.png)" in md
+    (tmp_path / "docs").mkdir()
     region = engines_report(folder / "results.json", tmp_path / "docs")
     assert "| ray | models-onnx | 1 |" in region and (tmp_path / "docs" / "bench" / "engines.png").is_file()
     assert (tmp_path / "bench" / "latest").resolve() == folder.resolve()
