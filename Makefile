@@ -62,9 +62,12 @@ up: $(BUILT) $(WEB)
 serve: install $(WEB)
 	$(BIN)/crossdeploy serve --host $(HOST) --port $(PORT) --repository $(REPOSITORY)
 
-# The latency comparison (issue 5): in-process, cold start, through the gateway; build/reports/bench/latest/.
+# The latency comparison (issue 5): in-process, cold start, through the gateway on each engine in turn (in-process,
+# then Ray: throughput, p99, memory and cold start side by side); build/reports/bench/latest/.
+# BENCH_ARGS="--engines inprocess" leaves Ray out (its open loop far past its capacity is most of its time).
+BENCH_ARGS ?=
 bench: $(BUILT)
-	$(BIN)/crossdeploy bench --repository $(REPOSITORY)
+	$(BIN)/crossdeploy bench --repository $(REPOSITORY) $(BENCH_ARGS)
 
 bench-quick: $(BUILT)
 	$(BIN)/crossdeploy bench --quick --repository $(REPOSITORY)
