@@ -89,9 +89,11 @@ def engines_section(report: BenchReport) -> list[str]:
     if not report.engines:
         return []
     names = ", ".join(f"`{e.engine}`" for e in report.engines)
+    repeats = max((len(s.runs) for s in report.scenarios if s.engine), default=0)
     lines = ["## Engines", "",
-             f"The same closed-loop sweep through each engine's gateway ({names}), started one at a time on this "
-             "machine, with the load generator on the same cores. Figures are medians of the repeats; a ratio "
+             f"The same closed-loop sweep through each engine's gateway ({names}), started one at a time on one "
+             f"machine ({report.machine.cores} cores, {report.created:%Y-%m-%d}), with the load generator on the same "
+             f"cores. Figures are medians of {repeats} repeat{'s' if repeats != 1 else ''}; a ratio "
              "is the other engine's figure over the in-process one (req/s below 1× and p99 above 1× are its cost).",
              "", *comparison_table(report), "",
              "**Memory**, read after the sweep over the server's process tree. PSS (proportional set size) counts a page "
