@@ -64,7 +64,7 @@ serve: install $(WEB)
 
 # The latency comparison (issue 5): in-process, cold start, through the gateway on each engine in turn (in-process,
 # then Ray: throughput, p99, memory and cold start side by side); build/reports/bench/latest/.
-# BENCH_ARGS="--engines inprocess" leaves Ray out (its open loop far past its capacity is most of its time).
+# BENCH_ARGS="--engines inprocess" leaves Ray out (its cluster start, about half a minute, and its sweep come on top).
 BENCH_ARGS ?=
 bench: $(BUILT)
 	$(BIN)/crossdeploy bench --repository $(REPOSITORY) $(BENCH_ARGS)

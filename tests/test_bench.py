@@ -223,6 +223,7 @@ def test_a_quick_run_on_both_engines_writes_a_report_valid_against_its_schema(re
     closed = {engine: {(s.variant, s.protocol, s.concurrency) for s in gateway if s.engine == engine and s.mode == "closed"}
               for engine in ("inprocess", "ray")}
     assert closed["inprocess"] == closed["ray"] and len(closed["ray"]) == 2 * 4 * 2
+    assert not [s for s in gateway if s.engine == "ray" and s.mode == "open"]  # the open loop: in-process only
     assert report.verdicts and report.versions["onnxruntime"] and report.machine.cores >= 1
     assert [e.engine for e in report.engines] == ["inprocess", "ray"] and all(e.cold_start_s > 0 for e in report.engines)
     inprocess, ray = ({g.name: g for g in e.memory} for e in report.engines)
