@@ -249,3 +249,12 @@ def test_the_docs_region_renders_the_engines_and_keeps_an_earlier_one_for_a_sing
     (tmp_path / "single.json").write_text(single.model_dump_json())
     with pytest.raises(ValueError, match="compared no engines"):
         engines_report(tmp_path / "single.json", docs)
+
+
+def test_verdicts_compare_pathways_within_one_engine_never_across():
+    from crossdeploy.bench.run import verdicts
+
+    found = {v.group: v for v in verdicts(make_report().scenarios)}
+    inprocess, ray = found["gateway v2-binary, batch 1, C=4"], found["gateway v2-binary, batch 1, C=4, on ray"]
+    assert (inprocess.winner, ray.winner) == ("torch-onnx", "torch-onnx")
+    assert inprocess.winner_p50 == pytest.approx(0.9) and ray.winner_p50 == pytest.approx(1.8)  # neither overwrote the other
