@@ -187,14 +187,22 @@ def bench(repository: Repository = S.repository,
           protocols: Annotated[Optional[str], typer.Option(help="Comma-separated: v2-json,v2-binary,tfserving,torchserve.")] = None,
           repeats: Annotated[Optional[int], typer.Option(min=1, help="Runs per scenario (default 3; --quick 1).")] = None,
           url: Annotated[Optional[str], typer.Option(help="Measure this server instead of starting the gateway (no in-process part).")] = None,
-          engines: Annotated[Optional[str], typer.Option(help="Comma-separated gateway engines to measure side by side: inprocess,ray (default: inprocess; the full run: both).")] = None):
+          engines: Annotated[Optional[str], typer.Option(help="Comma-separated gateway engines to measure side by side: inprocess,ray (default: both on a full run; inprocess with --quick, --variants or --protocols).")] = None,
+          concurrency: Annotated[Optional[str], typer.Option(help="Comma-separated closed-loop concurrencies of the gateway sweep (default 1,4,16,64).")] = None):
     """The latency comparison: in-process, cold start, and through the gateway; JSON, Markdown and PNGs."""
     from crossdeploy.bench.run import run_bench
 
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
+
+    def counts(text):
+        found = split(text)
+        if found and not all(t.isdigit() and int(t) > 0 for t in found):
+            raise InvalidInput(f"--concurrency takes positive integers separated by commas, got '{text}'")
+        return [int(t) for t in found] if found else None
+
     with quiet(S.workdir, "bench"):
         run_bench(repository, out, quick=quick, variants=split(variants), protocols=split(protocols), repeats=repeats, url=url,
-                  engines=split(engines))
+                  engines=split(engines), concurrency=counts(concurrency))
 
 
 @app.command()

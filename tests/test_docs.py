@@ -98,7 +98,7 @@ def test_every_region_is_written_from_its_report_and_a_second_run_changes_nothin
     filled = write_docs(docs, reports)
     long_runs = {"soak-report", "fuzz-report"}  # make soak and make fuzz: rendered in test_soak.py, not made here
     assert {f.region for f in filled} == {"parity-table", "parity-figure", "matrix-report", "matrix-figure", "bench-report",
-                                           "gateway-floor", *long_runs}
+                                           "gateway-floor", "engines", *long_runs}
     assert all(f.outcome.startswith("written from") for f in filled if f.region not in long_runs), filled
     parity = region(docs / "pathways.md", "parity-table")
     assert parity.startswith((reports / "parity" / "parity.md").read_text())  # the report's own Markdown, from its JSON
