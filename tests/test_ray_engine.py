@@ -260,7 +260,7 @@ def test_the_serve_config_is_one_ray_accepts_and_builds(families_repository, tmp
     from crossdeploy.serving.ray_engine.application import app_builder
 
     assert main(["deploy", "ray", "--repository", str(families_repository.root), "--out", str(tmp_path)]) == 0
-    document = yaml.safe_load((tmp_path / "serve_config.yaml").read_text())
+    document = yaml.safe_load((tmp_path / "ray" / "serve_config.yaml").read_text())
     schema = ServeDeploySchema.model_validate(document)
     application = schema.applications[0]
     assert application.import_path.endswith(":app_builder") and application.route_prefix == "/"

@@ -27,8 +27,8 @@ def write_config(settings: Settings, out: Path) -> Path:
     settings = settings.model_copy(update=dict(repository=Path(settings.repository).resolve()))
     out = Path(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / "serve_config.yaml"
+        (out / "ray").mkdir(parents=True, exist_ok=True)
+        path = out / "ray" / "serve_config.yaml"
         path.write_text(HEADER.format(name=path.name) + yaml.safe_dump(config_document(settings), sort_keys=False))
     except OSError as exc:
         raise RepositoryError(f"cannot write the Serve config to {out}: {exc.strerror or exc}") from None
