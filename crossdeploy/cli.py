@@ -1,4 +1,4 @@
-"""`crossdeploy train | export | parity | pipeline | matrix | serve | deploy | digest | bench | docs`: each parses and calls one library
+"""`crossdeploy train | export | parity | pipeline | matrix | diverge | sensitivity | serve | deploy | digest | bench | docs`: each parses and calls one library
 function, with the frameworks' own output sent to <workdir>/logs/<command>.log (see framework_log)."""
 
 from __future__ import annotations
@@ -104,6 +104,38 @@ def matrix(specs: Annotated[Optional[list[Path]], typer.Argument(help="Model spe
     with quiet(workdir, "matrix"):
         run(specs=specs, workdir=workdir, out=out, pathways=pathway, timeout=timeout, threads=threads, junit=junit,
             register=repository if register else None, latency=latency)
+
+
+@app.command()
+def diverge(variant: Annotated[str, typer.Argument(help="The variant whose conversion chain is followed layer by layer.")],
+            repository: Repository = S.repository, workdir: Workdir = S.workdir,
+            out: Annotated[Optional[Path], typer.Option(help="Report folder (default: <workdir>/reports/diverge/<variant>).")] = None,
+            samples: Annotated[int, typer.Option(min=1, help="Parity samples run through every hop.")] = 64):
+    """Where along a variant's chain the numbers first leave the tolerance: per hop, per layer; JSON, Markdown, a PNG."""
+    from crossdeploy.export.diverge import run_diverge
+
+    with quiet(workdir, "diverge"):
+        folder = run_diverge(repository, variant, out or Path(workdir) / "reports" / "diverge" / variant, samples=samples)
+    print(folder)
+
+
+@app.command()
+def sensitivity(variant: Annotated[str, typer.Argument(help="An int8 variant (e.g. torch-onnx-int8).")],
+                repository: Repository = S.repository, workdir: Workdir = S.workdir,
+                out: Annotated[Optional[Path], typer.Option(help="Report folder (default: <workdir>/reports/sensitivity/<variant>).")] = None,
+                keep_float: Annotated[Optional[str], typer.Option(help="Comma-separated counts of the most sensitive layers kept in float (default: a spread).")] = None):
+    """int8 per layer: the error of quantizing each layer alone, ranked, and the accuracy/size curve of keeping the top N in float."""
+    from crossdeploy.export.int8_sensitivity import run_sensitivity
+
+    counts = None
+    if keep_float:
+        parts = [p.strip() for p in keep_float.split(",") if p.strip()]
+        if not all(p.isdigit() for p in parts):
+            raise InvalidInput(f"--keep-float takes counts separated by commas, got '{keep_float}'")
+        counts = [int(p) for p in parts]
+    with quiet(workdir, "sensitivity"):
+        folder = run_sensitivity(repository, variant, out or Path(workdir) / "reports" / "sensitivity" / variant, keep_float=counts)
+    print(folder)
 
 
 @app.command()
