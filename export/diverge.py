@@ -1,0 +1,76 @@
+"""`crossdeploy diverge VARIANT`: where along a variant's conversion chain the numbers first leave its tolerance.
+
+The source model (the eager variant, through its runtime adapter) and each artifact of the chain run on the same
+samples (the model's parity samples); their intermediate tensors are matched (see diverge_align) and compared
+under the variant's own tolerance, the one rule parity applies to the final outputs. Chains diagnosed so far:
+those that start torch -> ONNX (torch-onnx; the first hop of torch-savedmodel and torch-tflite, which onnx2tf
+converted from the torch-onnx variant's file). A hop not diagnosed yet is listed as such, never skipped silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from crossdeploy.errors import CrossdeployError
+from crossdeploy.repository import ModelRepository, reference_of
+
+from . import diverge_report
+from .diverge_align import Hop, align
+from .diverge_capture import onnx_all_outputs, torch_leaf_outputs
+
+# pathway -> (where its ONNX comes from, the hops after torch -> ONNX that are not diagnosed yet)
+CHAINS = {
+    "torch-onnx": ("torch-onnx", []),
+    "torch-savedmodel": ("torch-onnx", [("ONNX -> SavedModel (onnx2tf)", "onnx2tf")]),
+    "torch-tflite": ("torch-onnx", [("ONNX -> TFLite (onnx2tf)", "onnx2tf")]),
+}
+
+
+def _onnx_variant(repository: ModelRepository, config) -> str:
+    """The repository variant holding the ONNX file this variant's chain went through."""
+    pathway = CHAINS[config.pathway][0]
+    found = [c.name for c in repository.list() if c.pathway == pathway and c.model == config.model]
+    if not found:
+        raise CrossdeployError(f"{config.name}: its chain goes through the {pathway} ONNX file, and the repository "
+                               f"{repository.root} has no {pathway} variant of {config.model}")
+    return config.name if config.name in found else found[0]
+
+
+def _samples(model: str, count: int):
+    from .parity import builtin_samples
+
+    samples = builtin_samples()
+    if model not in samples:
+        raise CrossdeployError(f"no parity samples for the model '{model}' (only the built-in specs' models so far)")
+    return samples[model][0][:count]
+
+
+def run_diverge(repository: Path, variant: str, out: Path, samples: int = 64) -> Path:
+    """Writes diverge.json, diverge.md and diverge.png into `out` and returns it."""
+    repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
+    if variant not in repo.names():
+        raise CrossdeployError(f"variant '{variant}' is not in the repository {repo.root}")
+    config = repo.config(variant)
+    if config.pathway not in CHAINS:
+        raise CrossdeployError(f"{variant}: diverge follows chains that start torch -> ONNX in fp32 "
+                               f"({', '.join(CHAINS)}); the {config.pathway} chain is not diagnosed yet")
+    if samples < 1:
+        raise CrossdeployError(f"--samples must be at least 1, not {samples}")
+    reference = reference_of(config, repo.list())
+    if reference is None:
+        raise CrossdeployError(f"{variant}: no eager reference variant of {config.model} in the repository")
+    onnx_variant = _onnx_variant(repo, config)
+    x = _samples(config.model, samples)
+    torch_points = torch_leaf_outputs(repo, reference, x)
+    capture = onnx_all_outputs(repo, onnx_variant, x)
+    hops: list[Hop] = [align(torch_points, capture, config.tolerance, "torch -> ONNX", reference, onnx_variant)]
+    for name, tool in CHAINS[config.pathway][1]:
+        hops.append(Hop(name, onnx_variant, variant, "not diagnosed yet",
+                        f"matching {tool}'s tensors to the ONNX nodes is not built yet"))
+    chain = [reference, onnx_variant] + ([variant] if variant != onnx_variant else [])
+    report = {"variant": variant, "model": config.model, "samples": int(len(x)), "chain": chain,
+              "tolerance": config.tolerance.describe(), "leaf_modules": len(torch_points)}
+    return diverge_report.write(Path(out), report, hops)
+
+
+__all__ = ["CHAINS", "run_diverge"]

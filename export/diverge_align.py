@@ -1,0 +1,158 @@
+"""Torch leaf-module outputs matched to ONNX node outputs, compared under the variant's tolerance.
+
+Matching: by name where the exporter kept the module path (a node's recorded scope equals the module's path;
+of several nodes in one module, the last whose output has the module's shape is the module's output), else by
+topological order and shape. A channels-last tensor is turned back to channels-first before comparing. A module
+with no node of its own (the exporter fused it into its neighbour, e.g. a Conv folded into the next
+BatchNorm) is listed as unmatched, with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from crossdeploy.repository import Tolerance
+
+from .diverge_capture import OnnxCapture, OnnxPoint, TorchPoint
+from .parity import REL_FLOOR
+
+
+@dataclass
+class Point:
+    depth: int  # position among the matched points, source order
+    module: str
+    module_type: str
+    node: str
+    op_type: str
+    output: str
+    shape: list[int]
+    matched_by: str  # "name" | "order+shape"
+    layout: str  # "" or the transpose undone ("NHWC->NCHW")
+    max_abs: float | None  # None: non-finite
+    max_rel: float | None
+    tolerance_ratio: float | None  # max of |a-b| / (atol + rtol*|b|): above 1 leaves the tolerance; None: non-finite
+    breaches: int
+    size: int
+    inputs: list[dict] = field(default_factory=list)  # each input: name, what it is, its error when known
+
+
+@dataclass
+class Hop:
+    name: str  # "torch -> ONNX"
+    source: str
+    target: str
+    status: str  # "within tolerance" | "diverges" | "cannot be matched" | "not diagnosed yet"
+    reason: str = ""
+    points: list[Point] = field(default_factory=list)
+    unmatched: list[dict] = field(default_factory=list)
+    first_divergence: int | None = None  # index into points
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _to_reference_layout(value: np.ndarray, shape: tuple) -> tuple[np.ndarray, str] | None:
+    if value.shape == shape:
+        return value, ""
+    if value.ndim == 4 and value.transpose(0, 3, 1, 2).shape == shape:
+        return value.transpose(0, 3, 1, 2), "NHWC->NCHW"
+    if value.ndim == 3 and value.transpose(0, 2, 1).shape == shape and shape[1] != shape[2]:
+        return value.transpose(0, 2, 1), "NWC->NCW"
+    return None
+
+
+def _by_name(torch_points: list[TorchPoint], nodes: list[OnnxPoint]) -> dict[str, tuple[OnnxPoint, np.ndarray, str]]:
+    found = {}
+    for point in torch_points:
+        candidates = [n for n in nodes if n.scope == point.module]
+        for node in reversed(candidates):
+            converted = _to_reference_layout(node.value, point.value.shape)
+            if converted is not None:
+                found[point.module] = (node, *converted)
+                break
+    return found
+
+
+def _by_order(torch_points: list[TorchPoint], nodes: list[OnnxPoint]) -> dict[str, tuple[OnnxPoint, np.ndarray, str]]:
+    """Greedy and monotone: each module takes the next node (after the previous match) of its shape."""
+    found, start = {}, 0
+    for point in torch_points:
+        for position in range(start, len(nodes)):
+            converted = _to_reference_layout(nodes[position].value, point.value.shape)
+            if converted is not None:
+                found[point.module] = (nodes[position], *converted)
+                start = position + 1
+                break
+    return found
+
+
+def _why_unmatched(point: TorchPoint, nodes: list[OnnxPoint], next_node: OnnxPoint | None) -> str:
+    own = [n for n in nodes if n.scope == point.module]
+    if own:
+        shapes = sorted({str(list(n.value.shape)) for n in own})
+        return f"its ONNX nodes' outputs have shapes {', '.join(shapes)}, the module's {list(point.value.shape)}"
+    if next_node is not None and next_node.rule:
+        return f"no ONNX node of its own: fused into {next_node.node} ({next_node.op_type}) by the rewrite rule {next_node.rule}"
+    return "no ONNX node carries its name, and no node of its shape follows the previous match"
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, tolerance: Tolerance) -> dict:
+    a, b = candidate.astype(np.float64), reference.astype(np.float64)
+    diff = np.abs(a - b)
+    bound = tolerance.bound(b)
+    ratio = float(np.max(np.where(np.isfinite(diff), diff, np.inf) / bound)) if diff.size else 0.0
+    # JSON has no infinity: a non-finite value anywhere is a breach (counted) with no ratio to draw
+    ratio = ratio if np.isfinite(ratio) else None
+    max_abs = float(diff.max()) if diff.size else 0.0
+    max_rel = float((diff / np.maximum(np.abs(b), REL_FLOOR)).max()) if diff.size else 0.0
+    return {"max_abs": max_abs if np.isfinite(max_abs) else None,
+            "max_rel": max_rel if np.isfinite(max_rel) else None, "tolerance_ratio": ratio, "breaches": tolerance.breaches(candidate, reference) or 0, "size": int(diff.size)}
+
+
+def align(torch_points: list[TorchPoint], capture: OnnxCapture, tolerance: Tolerance, name: str, source: str,
+          target: str) -> Hop:
+    nodes = capture.points
+    named = _by_name(torch_points, nodes)
+    method = "name"
+    if not named:  # the exporter kept no module path: fall back on the order of computation and shapes
+        named, method = _by_order(torch_points, nodes), "order+shape"
+    if not named:
+        return Hop(name, source, target, "cannot be matched",
+                   "no torch module output matches an ONNX node output by name, or by order and shape")
+    order = sorted(named.items(), key=lambda item: item[1][0].index)
+    points: list[Point] = []
+    by_output: dict[str, Point] = {}
+    torch_by_module = {p.module: p for p in torch_points}
+    for depth, (module, (node, value, layout)) in enumerate(order):
+        stats = compare(torch_by_module[module].value, value, tolerance)
+        point = Point(depth, module, torch_by_module[module].kind,
+                      node.node, node.op_type, node.output, list(value.shape), method, layout, **stats)
+        point.inputs = [_input_error(i, capture, by_output) for i in node.inputs]
+        by_output[node.output] = point
+        points.append(point)
+    unmatched = []
+    for point in torch_points:
+        if point.module not in named:
+            later = [named[p.module][0] for p in torch_points[torch_points.index(point) + 1:] if p.module in named]
+            unmatched.append({"module": point.module, "type": point.kind,
+                              "reason": _why_unmatched(point, nodes, later[0] if later else None)})
+    first = next((p.depth for p in points if p.breaches), None)
+    status = "diverges" if first is not None else "within tolerance"
+    return Hop(name, source, target, status, points=points, unmatched=unmatched, first_divergence=first)
+
+
+def _input_error(name: str, capture: OnnxCapture, by_output: dict[str, Point]) -> dict:
+    if name in capture.graph_inputs:
+        return {"name": name, "is": "model input", "max_abs": 0.0}
+    if name in capture.initializers:
+        return {"name": name, "is": "weight (initializer)"}
+    if name in by_output:
+        point = by_output[name]
+        return {"name": name, "is": f"output of {point.module}", "max_abs": point.max_abs,
+                "tolerance_ratio": point.tolerance_ratio}
+    producer = next((p for p in capture.points if p.output == name), None)
+    if producer is None:
+        return {"name": name, "is": "constant"}
+    return {"name": name, "is": f"output of {producer.node} ({producer.op_type}), no torch module of its own"}

@@ -1,0 +1,123 @@
+"""Intermediate tensors of both ends of the torch -> ONNX hop, on the same samples.
+
+PyTorch: a forward hook on every leaf module of the eager variant's model (built by its runtime adapter from the
+repository, so the weights are the ones the chain started from). ONNX: as Polygraphy's `--onnx-outputs mark all`
+does, an in-memory copy of the artifact with every node output added to the graph outputs, run by onnxruntime.
+The artifact's bytes are checked against the config's sha256 by the adapter before anything reads them.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class TorchPoint:
+    module: str  # the module path ("features.4"), as named_modules gives it
+    kind: str  # the module's class name
+    value: np.ndarray
+
+
+@dataclass
+class OnnxPoint:
+    index: int  # the node's position in the graph (ONNX keeps nodes topologically sorted)
+    node: str
+    op_type: str
+    output: str
+    inputs: list[str]
+    scope: str | None  # the torch module path the exporter recorded for the node, None when it recorded none
+    rule: str | None  # the exporter's rewrite rule that produced the node (a fusion), if any
+    value: np.ndarray | None = None
+
+
+@dataclass
+class OnnxCapture:
+    points: list[OnnxPoint]
+    graph_inputs: list[str]
+    initializers: set[str] = field(default_factory=set)
+
+
+def torch_leaf_outputs(repository, reference: str, samples: np.ndarray, threads: int = 2) -> list[TorchPoint]:
+    """Every leaf module's first output, in call order (a module called twice keeps its first call)."""
+    import torch
+
+    from crossdeploy.runtimes import open_runtime
+
+    runtime = open_runtime(repository, reference, threads=threads).load()
+    model = runtime.model
+    captured: dict[str, TorchPoint] = {}
+    handles = []
+
+    def hook_for(name: str):
+        def hook(module, args, output):
+            tensor = output[0] if isinstance(output, (tuple, list)) else output
+            if name not in captured and isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+                captured[name] = TorchPoint(name, type(module).__name__, tensor.detach().numpy().copy())
+        return hook
+
+    for name, module in model.named_modules():
+        if name and not any(True for _ in module.children()):
+            handles.append(module.register_forward_hook(hook_for(name)))
+    try:
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            model(torch.from_numpy(np.ascontiguousarray(samples)))
+    finally:
+        for handle in handles:
+            handle.remove()
+        runtime.unload()
+    return list(captured.values())
+
+
+def node_scope(node) -> str | None:
+    """The module path of the torch module a node came from: the dynamo exporter records its name scopes
+    (['', 'features', 'features.1', 'op']); the TorchScript exporter names nodes '/features/features.1/Conv'."""
+    meta = {p.key: p.value for p in node.metadata_props}
+    scopes = meta.get("pkg.torch.onnx.name_scopes")
+    if scopes:
+        try:
+            parts = ast.literal_eval(scopes)
+        except (ValueError, SyntaxError):
+            parts = None
+        if isinstance(parts, list) and len(parts) >= 2:
+            return str(parts[-2])
+    if node.name.startswith("/") and node.name.count("/") >= 2:
+        return node.name.strip("/").split("/")[-2]
+    return None
+
+
+def onnx_all_outputs(repository, variant: str, samples: np.ndarray, threads: int = 2) -> OnnxCapture:
+    import onnx
+    import onnxruntime as ort
+
+    from crossdeploy.runtimes import open_runtime
+
+    runtime = open_runtime(repository, variant, threads=threads)
+    runtime.verify()
+    model = onnx.load(str(runtime.artifact))
+    graph = model.graph
+    initializers = {t.name for t in graph.initializer}
+    points = []
+    for index, node in enumerate(graph.node):
+        rule = next((p.value for p in node.metadata_props if p.key == "pkg.onnxscript.rewriter.rule_name"), None)
+        for output in node.output:
+            if output:
+                points.append(OnnxPoint(index, node.name or f"{node.op_type}_{index}", node.op_type, output,
+                                        [i for i in node.input if i], node_scope(node), rule))
+    existing = {o.name for o in graph.output}
+    graph.output.extend(onnx.ValueInfoProto(name=p.output) for p in points if p.output not in existing)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    graph_inputs = [i.name for i in session.get_inputs()]
+    values = dict(zip(names, session.run(None, {graph_inputs[0]: np.ascontiguousarray(samples)})))
+    for point in points:
+        value = values.get(point.output)
+        if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating):
+            point.value = value
+    return OnnxCapture([p for p in points if p.value is not None], graph_inputs, initializers)
