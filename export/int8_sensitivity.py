@@ -94,6 +94,7 @@ class Quantizer:
         self.config = config
         self.calibration = calibration.astype(np.float32)
         self.work = work
+        work.mkdir(parents=True, exist_ok=True)
         self.prepared = work / "prepared.onnx"
         # The same pre-processing as the shipped variant, so node names and graph match what it quantized.
         quant_pre_process(str(float_path), str(self.prepared), skip_symbolic_shape=True)
