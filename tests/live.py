@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 
 import uvicorn
@@ -62,10 +63,13 @@ class RayGateway:
     url = LiveGateway.url
     address = LiveGateway.address
 
+    # Serve's client runs an event loop of its own; a test thread may already run one (Playwright's sync API
+    # does), so deploying and deleting happen on a thread of their own.
     def __enter__(self) -> "RayGateway":
         from crossdeploy.serving.ray_engine.launch import deploy
 
-        self.start_seconds = deploy(self.settings)
+        with ThreadPoolExecutor(1) as thread:
+            self.start_seconds = thread.submit(deploy, self.settings).result()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -73,7 +77,8 @@ class RayGateway:
 
         from crossdeploy.serving.ray_engine.application import APP_NAME
 
-        serve.delete(APP_NAME)
+        with ThreadPoolExecutor(1) as thread:
+            thread.submit(serve.delete, APP_NAME).result()
 
 
 def gateway_on(engine: str, repository: ModelRepository, request, **settings):

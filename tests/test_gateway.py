@@ -358,6 +358,11 @@ def test_declared_oversized_body_is_refused_before_it_is_read(live, http):
     with socket.create_connection(("127.0.0.1", live.port), timeout=30) as sock:
         sock.sendall(f"POST {V2} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      f"Content-Length: {10**9}\r\n\r\n".encode())  # the gigabyte never comes
-        head = sock.recv(65536).decode()
-    assert head.startswith("HTTP/1.1 413") and "limit" in head
+        answer = b""
+        while b"limit" not in answer:  # the status line and the body may come in separate segments (Ray's proxy)
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413") and b"limit" in answer
     assert http.post(V2, content=GOOD).status_code == 200

@@ -3,6 +3,7 @@ a live gateway. Drawing, a known test sample, onnxruntime-web in the page agains
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -15,17 +16,30 @@ CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module", params=ENGINES)
-def site(repository, tmp_path_factory, request):
-    """A gateway whose workdir holds a parity report and a (quick) latency report, as `make up` + `make bench` leave."""
+@pytest.fixture(scope="module")
+def reports_workdir(repository, tmp_path_factory) -> Path:
+    """A workdir holding a parity report and a (quick) latency report, as `make up` + `make bench` leave, made once
+    for both engines. On a thread of its own: the load generator runs an event loop, and once the browser is up,
+    Playwright's sync API runs one in this thread."""
     from crossdeploy.bench.run import run_bench
     from crossdeploy.export.parity import run_parity
     from crossdeploy.export.reports import write_reports
 
     workdir = tmp_path_factory.mktemp("web-work")
-    write_reports(run_parity(repository, write=False), workdir / "reports" / "parity")
-    run_bench(repository.root, workdir / "reports" / "bench", quick=True, variants=["torch-onnx"], protocols=["v2-binary"])
-    with gateway_on(request.param, repository, request, workdir=workdir) as gateway:
+
+    def make():
+        write_reports(run_parity(repository, write=False), workdir / "reports" / "parity")
+        run_bench(repository.root, workdir / "reports" / "bench", quick=True, variants=["torch-onnx"], protocols=["v2-binary"])
+
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(make).result()
+    return workdir
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def site(repository, reports_workdir, request):
+    """The gateway on each engine, over that workdir."""
+    with gateway_on(request.param, repository, request, workdir=reports_workdir) as gateway:
         yield gateway
 
 
