@@ -9,6 +9,11 @@ from pathlib import Path
 from .int8_sensitivity import Sensitivity
 
 
+def short(node: str) -> str:
+    """TFLite names a fused node by every op folded into it, joined by ';': the last is the layer's own op."""
+    return node.rsplit(";", 1)[-1]
+
+
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.2%}"
 
@@ -32,7 +37,7 @@ def markdown(result: Sensitivity) -> str:
     for rank, layer in enumerate(result.layers, 1):
         m = layer.measure
         note = "" if layer.quantized else " (no Q/DQ alone)"
-        lines.append(f"| {rank} | `{layer.node}`{note} | {layer.op_type} | {m.max_abs:.4g} | {m.mean_abs:.4g} | "
+        lines.append(f"| {rank} | `{short(layer.node)}`{note} | {layer.op_type} | {m.max_abs:.4g} | {m.mean_abs:.4g} | "
                      f"{_pct(m.agreement)} | {_pct(m.accuracy)} |")
     lines += [
         "",
@@ -43,7 +48,7 @@ def markdown(result: Sensitivity) -> str:
     ]
     for point in result.curve:
         m = point.measure
-        kept = ", ".join(f"`{n}`" for n in point.kept) or "–"
+        kept = ", ".join(f"`{short(n)}`" for n in point.kept) or "–"
         lines.append(f"| {point.keep_float} | {kept} | {_pct(m.accuracy)} | {_pct(m.agreement)} | {m.max_abs:.4g} | "
                      f"{m.mean_abs:.4g} | {m.size:,} |")
     lines += ["", "![per-layer error](sensitivity.png)", "", "![keep float](keep_float.png)", ""]
@@ -61,7 +66,7 @@ def _plots():
 
 def plot_layers(result: Sensitivity, path: Path) -> None:
     plt = _plots()
-    names = [f"{layer.node} ({layer.op_type}{'' if layer.quantized else ', no Q/DQ alone'})" for layer in result.layers]
+    names = [f"{short(layer.node)} ({layer.op_type}{'' if layer.quantized else ', no Q/DQ alone'})" for layer in result.layers]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.5))
     rows = range(len(names))
     ax.barh(rows, [layer.measure.max_abs for layer in result.layers], color="#f4a582", label="max abs")

@@ -1,12 +1,14 @@
-"""int8 per layer, for onnxruntime static QDQ variants: which node costs the most when quantized, and what keeping
-the most sensitive ones in float buys back.
+"""int8 per layer, for onnxruntime static QDQ and TFLite PTQ variants: which node costs the most when quantized,
+and what keeping the most sensitive ones in float buys back.
 
-Every candidate is re-quantized from the variant's own float ONNX sibling with the shipped settings and the model
-spec's own calibration inputs, so the only thing that changes between candidates is the set of quantized nodes:
+Every candidate is re-quantized from the variant's own source (the float ONNX sibling; for TFLite, the Keras model,
+see int8_tflite.py) with the shipped settings and the model spec's own calibration inputs, so the only thing that
+changes between candidates is the set of quantized nodes:
 - alone: `nodes_to_quantize=[node]`, every other node left float: the error that node contributes by itself;
 - keep-float N: `nodes_to_exclude=` the N most sensitive nodes, everything else quantized as shipped.
-Each candidate runs through the runtime adapter on the model's parity samples and is compared with the float model
-(max/mean abs logit diff, top-1 agreement) and with the labels (accuracy).
+Each candidate runs through the runtime adapter on the model's parity samples and is compared with the float sibling
+variant (torch-onnx for torch-onnx-int8, keras-tflite for keras-tflite-int8): max/mean abs logit diff, top-1
+agreement; and with the labels (accuracy).
 """
 
 from __future__ import annotations
@@ -86,7 +88,9 @@ def _measure(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | Non
 
 
 class Quantizer:
-    """Re-quantizes one float ONNX model with the shipped settings, and runs candidates through the runtime adapter."""
+    """Re-quantizes one float ONNX model with onnxruntime's static QDQ and the shipped settings."""
+
+    file = "model.onnx"
 
     def __init__(self, float_path: Path, config: VariantConfig, calibration: np.ndarray, work: Path):
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -124,8 +128,10 @@ class Quantizer:
         )
         return folder
 
-    def run(self, folder: Path, x: np.ndarray) -> np.ndarray:
-        return run_folder(self.config, folder, x)
+    def is_quantized(self, folder: Path) -> bool:
+        import onnx
+
+        return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(folder / self.file)).graph.node)
 
 
 def run_folder(config: VariantConfig, folder: Path, x: np.ndarray) -> np.ndarray:
@@ -140,19 +146,13 @@ def run_folder(config: VariantConfig, folder: Path, x: np.ndarray) -> np.ndarray
         runtime.unload()
 
 
-def has_qdq(folder: Path) -> bool:
-    import onnx
-
-    return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(folder / "model.onnx")).graph.node)
-
-
 def resolve(repository: ModelRepository, variant: str) -> tuple[VariantConfig, VariantConfig]:
     """The int8 variant's config and its float ONNX sibling's, or a one-line reason why there is none."""
     if variant not in repository.names():
         raise CrossdeployError(f"variant '{variant}' is not in the repository {repository.root}")
     config = repository.config(variant)
-    if config.precision != "int8" or config.format != "onnx":
-        raise CrossdeployError(f"sensitivity needs an onnxruntime int8 variant; '{variant}' is "
+    if config.precision != "int8" or config.format not in ("onnx", "tflite"):
+        raise CrossdeployError(f"sensitivity needs an int8 ONNX or TFLite variant; '{variant}' is "
                                f"{config.precision} {config.format}")
     source = config.pathway.removesuffix(FLOAT_SOURCE_SUFFIX)
     siblings = [c for c in repository.list() if c.model == config.model and c.pathway == source and c.precision != "int8"]
@@ -174,10 +174,30 @@ def samples_for(model: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     raise CrossdeployError(f"no built-in spec for model '{model}': its samples and calibration are unknown")
 
 
+def make_quantizer(repository: ModelRepository, config: VariantConfig, float_dir: Path, calibration: np.ndarray,
+                   work: Path):
+    if config.format == "tflite":
+        from .int8_tflite import TfliteQuantizer
+
+        return TfliteQuantizer(repository, config, calibration, work)
+    return Quantizer(float_dir / Quantizer.file, config, calibration, work)
+
+
+def rank_layers(quantizer, x: np.ndarray, reference: np.ndarray, y: np.ndarray | None) -> list[LayerError]:
+    """Each quantizable node quantized alone, most sensitive (largest mean abs logit error) first."""
+    layers = []
+    for name, op_type in quantizer.quantizable():
+        folder = quantizer.quantize(nodes_to_quantize=[name])
+        layers.append(LayerError(name, op_type, quantizer.is_quantized(folder), _measure(
+            run_folder(quantizer.config, folder, x), reference, y, _size(folder / quantizer.file))))
+    layers.sort(key=lambda layer: (-layer.measure.mean_abs, -layer.measure.max_abs, not layer.quantized))
+    return layers
+
+
 def measure(repository: ModelRepository, variant: str, keep_float: list[int] | None = None,
             limit: int | None = None, models: Path | None = None) -> Sensitivity:
     """Per-layer errors (ranked) and the keep-float curve of one int8 variant; `limit` takes the first samples.
-    With `models`, each curve point's quantized file is kept as models/keep_float_<N>/model.onnx, ready to ship."""
+    With `models`, each curve point's quantized file is kept in models/keep_float_<N>/, ready to ship."""
     config, float_config = resolve(repository, variant)
     x, y, calibration = samples_for(config.model)
     if limit is not None:
@@ -185,44 +205,39 @@ def measure(repository: ModelRepository, variant: str, keep_float: list[int] | N
     float_dir = repository.version_dir(float_config.name, repository.get(float_config.name)[1].version)
     shipped_dir = repository.version_dir(variant, repository.get(variant)[1].version)
     with tempfile.TemporaryDirectory(prefix="crossdeploy-int8-") as tmp:
-        quantizer = Quantizer(float_dir / "model.onnx", config, calibration, Path(tmp))
+        quantizer = make_quantizer(repository, config, float_dir, calibration, Path(tmp))
         reference = run_folder(float_config, float_dir, x)
-        shipped = quantizer.run(shipped_dir, x)
+        shipped = run_folder(config, shipped_dir, x)
         nodes = quantizer.quantizable()
         too_many = [c for c in keep_float or [] if c > len(nodes)]
         if too_many:
             raise CrossdeployError(f"--keep-float {too_many[0]}: '{variant}' has only {len(nodes)} quantizable nodes")
-        layers = []
-        for name, op_type in nodes:
-            folder = quantizer.quantize(nodes_to_quantize=[name])
-            layers.append(LayerError(name, op_type, has_qdq(folder), _measure(
-                quantizer.run(folder, x), reference, y, _size(folder))))
-        layers.sort(key=lambda layer: (-layer.measure.mean_abs, -layer.measure.max_abs, not layer.quantized))
+        layers = rank_layers(quantizer, x, reference, y)
         # Nodes that take no Q/DQ alone (Relu, MaxPool, Reshape...) follow their producer: the default spread
         # counts only the nodes that do, and ends at all of them.
         effective = sum(layer.quantized for layer in layers)
-        counts = sorted(set(default_counts(effective) if keep_float is None else keep_float))
         curve, requantized = [], None
-        for count in counts:
+        for count in sorted(set(default_counts(effective) if keep_float is None else keep_float)):
             kept = [layer.node for layer in layers[:count]]
             folder = quantizer.quantize(nodes_to_exclude=kept)
-            logits = quantizer.run(folder, x)
+            logits = run_folder(config, folder, x)
             requantized = logits if count == 0 else requantized
-            curve.append(CurvePoint(count, kept, _measure(logits, reference, y, _size(folder))))
+            curve.append(CurvePoint(count, kept, _measure(logits, reference, y, _size(folder / quantizer.file))))
             if models is not None:
                 shutil.copytree(folder, models / f"keep_float_{count}", dirs_exist_ok=True)
         if requantized is None:
-            requantized = quantizer.run(quantizer.quantize(), x)
+            requantized = run_folder(config, quantizer.quantize(), x)
     float_accuracy = None if y is None else float((reference.argmax(-1) == y).mean())
     return Sensitivity(
         variant=variant, float_variant=float_config.name, model=config.model, samples=len(x),
-        calibration=len(calibration), float_accuracy=float_accuracy, float_size=_size(float_dir),
-        shipped=_measure(shipped, reference, y, _size(shipped_dir)),
+        calibration=len(calibration), float_accuracy=float_accuracy,
+        float_size=_size(float_dir / quantizer.file), shipped=_measure(shipped, reference, y,
+                                                                      _size(shipped_dir / quantizer.file)),
         requantized_vs_shipped_max_abs=float(np.abs(requantized - shipped).max()), layers=layers, curve=curve)
 
 
-def _size(folder: Path) -> int:
-    return (folder / "model.onnx").stat().st_size
+def _size(path: Path) -> int:
+    return path.stat().st_size
 
 
 def run_sensitivity(repository: Path, variant: str, out: Path, keep_float: list[int] | None = None,

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from crossdeploy.errors import CrossdeployError
+from crossdeploy.export.int8_report import short
 from crossdeploy.export.int8_sensitivity import Quantizer, run_sensitivity, samples_for
 
 VARIANT = "torch-onnx-int8"
@@ -129,7 +130,7 @@ def test_the_report_files_are_written_and_the_plots_are_images(report):
     for name in ("sensitivity.json", "sensitivity.md", "sensitivity.png", "keep_float.png"):
         assert (folder / name).stat().st_size > 0, name
     text = (folder / "sensitivity.md").read_text()
-    assert all(f"`{layer['node']}`" in text for layer in data["layers"])
+    assert all(f"`{short(layer['node'])}`" in text for layer in data["layers"])
     for name in ("sensitivity.png", "keep_float.png"):
         with Image.open(folder / name) as image:
             assert image.format == "PNG" and min(image.size) > 200
@@ -137,7 +138,7 @@ def test_the_report_files_are_written_and_the_plots_are_images(report):
 
 
 def test_a_float_variant_is_refused_in_one_line(repository, tmp_path):
-    with pytest.raises(CrossdeployError, match="onnxruntime int8 variant"):
+    with pytest.raises(CrossdeployError, match="int8 ONNX or TFLite variant"):
         run_sensitivity(repository.root, "torch-onnx", tmp_path)
     with pytest.raises(CrossdeployError, match="quantizable nodes"):
         run_sensitivity(repository.root, VARIANT, tmp_path, keep_float=[999])
@@ -150,3 +151,72 @@ def test_the_cli_names_an_unknown_variant_in_one_line(repository, tmp_path):
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "no-such-variant" in lines[0], done.stderr
+
+
+# TFLite PTQ: the converter's own selective quantization (its debugger's deny-list), same checks.
+TFLITE = "keras-tflite-int8"
+WEIGHTED = {"CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D"}
+
+
+def run_tflite(path, x: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], list(x.shape), strict=True)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+
+
+def tflite_file(repository, name: str):
+    return repository.version_dir(name, repository.get(name)[1].version) / "model.tflite"
+
+
+@pytest.fixture(scope="module")
+def tflite_report(repository, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sensitivity") / TFLITE
+    folder = run_sensitivity(repository.root, TFLITE, out, limit=LIMIT)
+    return folder, json.loads((folder / "sensitivity.json").read_text())
+
+
+def test_tflite_ranking_covers_every_quantized_op_and_is_remeasurable(repository, tflite_report, samples, tmp_path):
+    from collections import Counter
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from crossdeploy.export.int8_tflite import TfliteQuantizer
+
+    _, data = tflite_report
+    shipped = Interpreter(model_path=str(tflite_file(repository, TFLITE)))
+    tensors = {t["index"]: t for t in shipped.get_tensor_details()}
+    quantized_ops = Counter(op["op_name"] for op in shipped._get_ops_details()
+                            if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE")
+                            and any(tensors[i]["dtype"] == np.int8 for i in op["outputs"]))
+    assert Counter(layer["op_type"] for layer in data["layers"]) == quantized_ops
+    top, bottom = data["layers"][0], data["layers"][-1]
+    config = repository.config(TFLITE)
+    quantizer = TfliteQuantizer(repository, config, samples_for(config.model)[2], tmp_path)
+    reference = run_tflite(tflite_file(repository, "keras-tflite"), samples)
+    measured = {}
+    for layer in (top, bottom):
+        logits = run_tflite(quantizer.quantize(nodes_to_quantize=[layer["node"]]) / "model.tflite", samples)
+        measured[layer["node"]] = float(np.abs(logits.astype(np.float64) - reference).mean())
+        assert measured[layer["node"]] == pytest.approx(layer["measure"]["mean_abs"], rel=1e-6)
+    assert measured[top["node"]] > measured[bottom["node"]]
+
+
+def test_tflite_curve_ends_are_the_shipped_and_the_float_conversion(repository, tflite_report, samples):
+    folder, data = tflite_report
+    first, last = data["curve"][0], data["curve"][-1]
+    assert first["keep_float"] == 0 and last["keep_float"] == len(data["layers"])
+    assert (folder / "models" / "keep_float_0" / "model.tflite").read_bytes() == \
+        tflite_file(repository, TFLITE).read_bytes()
+    logits = run_tflite(folder / "models" / f"keep_float_{last['keep_float']}" / "model.tflite", samples)
+    np.testing.assert_allclose(logits, run_tflite(tflite_file(repository, "keras-tflite"), samples), rtol=0, atol=1e-5)
+    # a weighted op kept float keeps fp32 weights: the file grows; other steps only add or drop Q/DQ ops
+    for before, after in zip(data["curve"], data["curve"][1:]):
+        added = {layer["op_type"] for layer in data["layers"]
+                 if layer["node"] in after["kept"] and layer["node"] not in before["kept"]}
+        change = after["measure"]["size"] - before["measure"]["size"]
+        assert change > 0 if added & WEIGHTED else abs(change) < 1024, (before["keep_float"], after["keep_float"])
