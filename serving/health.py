@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from crossdeploy.errors import CrossdeployError, InferenceTimeout
+from crossdeploy.errors import CrossdeployError, InferenceTimeout, Overloaded
 from crossdeploy.repository import sha256_of
 
 from .execution import on_executor, remotely
@@ -67,6 +67,8 @@ async def _probe(served: Served) -> Health:
             reason = "the health probe's outputs do not match the signature"
     except Retired:
         reason = "replaced by a reload"
+    except Overloaded:
+        pass  # the Ray engine's family refused the probe because its queue is full: busy, not broken
     except InferenceTimeout as exc:
         reason = f"the health probe's inference timed out: {exc}"
     except CrossdeployError as exc:

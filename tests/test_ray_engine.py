@@ -40,9 +40,10 @@ def families_repository(repository, tmp_path_factory) -> ModelRepository:
 @pytest.fixture(scope="module")
 def gateway(families_repository, ray_cluster):
     # onnx autoscales 1..2 at one request in progress per replica (4 clients keep about 4 in progress);
-    # executorch runs 2 replicas, one of which a test freezes and kills; torch and TF run 2 threads on 0.25 CPU.
+    # executorch runs 2 replicas, one of which a test freezes and kills; torch and TF run 2 threads on 0.25 CPU;
+    # torch's one replica takes one call at a time and one more may queue for it.
     scale = {"onnx": {"replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1.0}, "executorch": {"replicas": 2},
-             "torch": {"threads": 2}, "tensorflow": {"threads": 2}}
+             "torch": {"threads": 2, "max_ongoing_requests": 1, "max_queued_requests": 1}, "tensorflow": {"threads": 2}}
     with RayGateway(families_repository, ray_cluster, ray={"families": scale, "health_check_period_s": 2.0},
                     model_control_mode="explicit", management_token=TOKEN) as live:
         yield live
@@ -135,6 +136,32 @@ def test_each_replica_runs_the_threads_its_family_asks_for(gateway):
     tf = serve.get_deployment_handle("models-tensorflow", APP_NAME).threads.remote().result(timeout_s=60)
     assert torch["torch"] == 2 and torch["OMP_NUM_THREADS"] == "2"
     assert tf["tensorflow"] == 2
+
+
+def test_a_full_family_queue_answers_503_with_retry_after_in_the_protocols_format(gateway):
+    """Past a family's max_ongoing_requests and max_queued_requests, Ray refuses the call; the client gets the
+    in-process gateway's answer to a full queue: 503, Retry-After, the protocol's error body. Others are served."""
+    x = np.random.default_rng(3).uniform(0, 16, size=(1024, 8, 8)).astype(np.float32)
+    body = {"inputs": [{"name": "image", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
+    answers = []
+
+    def call():
+        with httpx.Client(base_url=gateway.url, timeout=60) as http:
+            answers.append(http.post("/v2/models/torch-torchscript/infer", json=body))
+
+    threads = [threading.Thread(target=call) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    refused = [a for a in answers if a.status_code == 503]
+    assert len(answers) == 12 and refused and any(a.status_code == 200 for a in answers), [a.status_code for a in answers]
+    assert {a.status_code for a in answers} <= {200, 503}
+    for answer in refused:
+        assert answer.headers["Retry-After"] == "1" and "busy" in answer.json()["error"], answer.text
+    with httpx.Client(base_url=gateway.url, timeout=60) as http:
+        assert http.post("/v2/models/torch-torchscript/infer", json=BODY).status_code == 200
+        assert http.get("/v2/health/ready").status_code == 200
 
 
 def test_a_family_autoscales_from_one_replica_to_two_under_load(gateway):

@@ -27,6 +27,16 @@ LOST = (ray_errors.RayActorError, ray_errors.ActorUnavailableError, ReplicaUnava
 STATES_TIMEOUT_S = 900.0  # a family's first replica imports its framework and loads and warms every variant
 
 
+class FamilyBusy(VariantBusy):
+    """Ray refused the call: every replica of the variant's family is at max_ongoing_requests and the queue for
+    them at max_queued_requests. The same 503 + Retry-After as the in-process queue budget."""
+
+    def __init__(self, name: str, retry_after: int = 1):
+        self.name, self.limit, self.retry_after = name, 0, retry_after
+        CrossdeployError.__init__(self, f"model '{name}' is busy: its replicas and their queue are full; "
+                                        f"retry after {retry_after} s")
+
+
 class RemoteVariant:
     """One version of a variant as the ingress calls it: on whichever replica of its family Ray picks."""
 
@@ -40,7 +50,7 @@ class RemoteVariant:
         try:
             return await self.handle.infer.remote(self.name, self.version.version, generation, inputs)
         except BackPressureError:
-            raise VariantBusy(self.name, -1, self.registry.retry_after_s) from None
+            raise FamilyBusy(self.name, self.registry.retry_after_s) from None
         except ray_errors.RayTaskError as exc:
             cause = exc.cause
             if isinstance(cause, CrossdeployError):
