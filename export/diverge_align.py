@@ -75,27 +75,70 @@ def _by_name(torch_points: list[TorchPoint], nodes: list[OnnxPoint]) -> dict[str
     return found
 
 
-def _by_order(torch_points: list[TorchPoint], nodes: list[OnnxPoint]) -> dict[str, tuple[OnnxPoint, np.ndarray, str]]:
-    """Greedy and monotone: each module takes the next node (after the previous match) of its shape."""
-    found, start = {}, 0
-    for point in torch_points:
-        for position in range(start, len(nodes)):
-            converted = _to_reference_layout(nodes[position].value, point.value.shape)
+# the ONNX ops a module's output can come out of (its own op, or the op it was fused into); a module type not
+# listed accepts any op of its shape
+OPS = {
+    "Conv1d": {"Conv"}, "Conv2d": {"Conv"}, "ConvTranspose2d": {"ConvTranspose"},
+    "BatchNorm1d": {"BatchNormalization", "Conv", "Gemm", "Add", "Mul"},
+    "BatchNorm2d": {"BatchNormalization", "Conv", "Add", "Mul"},
+    "Linear": {"Gemm", "MatMul", "Add"}, "ReLU": {"Relu", "Clip", "Conv", "Gemm"}, "GELU": {"Gelu", "Mul"},
+    "MaxPool2d": {"MaxPool"}, "AvgPool2d": {"AveragePool"}, "AdaptiveAvgPool2d": {"GlobalAveragePool", "AveragePool"},
+    "Flatten": {"Flatten", "Reshape"}, "LayerNorm": {"LayerNormalization", "Add"}, "Softmax": {"Softmax"},
+    "Sigmoid": {"Sigmoid"}, "Tanh": {"Tanh"}, "MultiheadAttention": {"Add", "Gemm", "MatMul", "Transpose"},
+}
+
+
+ELEMENTWISE = {"Add", "Mul", "Sub", "Div"}
+# an elementwise op ends a known module only as its bias/affine step, after the op that did the module's work
+AFTER = {"Linear": {"MatMul"}, "MultiheadAttention": {"MatMul"}, "BatchNorm1d": {"Mul", "Sub", "Div"},
+         "BatchNorm2d": {"Mul", "Sub", "Div"}, "LayerNorm": {"Mul", "Div"}, "GELU": {"Erf", "Add", "Tanh"}}
+
+
+def _fits(point: TorchPoint, node: OnnxPoint, constants: set[str], producers: dict[str, str]) -> tuple[np.ndarray, str] | None:
+    if point.kind in OPS:
+        if node.op_type not in OPS[point.kind]:
+            return None
+        # a known module's output may be an Add of its bias, never of two activations (a residual connection)
+        # nor one step inside a decomposed function (GELU's "+ 1")
+        if node.op_type in ELEMENTWISE and not (any(i in constants for i in node.inputs) and any(
+                producers.get(i) in AFTER.get(point.kind, ()) for i in node.inputs)):
+            return None
+    return _to_reference_layout(node.value, point.value.shape)
+
+
+def _by_order(torch_points: list[TorchPoint], capture: OnnxCapture) -> dict[str, tuple[OnnxPoint, np.ndarray, str]]:
+    """Monotone, from the output back: each module takes the last node before the later module's match whose op
+    can produce it and whose output has its shape. Backwards, because a fused pair's one node holds the second
+    module's output (Conv folded into BatchNorm: the node is the BatchNorm's, the Conv gets none)."""
+    nodes = capture.points
+    constants = capture.initializers | {n.output for n in nodes if n.op_type == "Constant"}
+    producers = {n.output: n.op_type for n in nodes}
+    found, end = {}, len(nodes)
+    for point in reversed(torch_points):
+        if point.identity:
+            continue
+        for position in range(end - 1, -1, -1):
+            converted = _fits(point, nodes[position], constants, producers)
             if converted is not None:
                 found[point.module] = (nodes[position], *converted)
-                start = position + 1
+                end = position
                 break
     return found
 
 
 def _why_unmatched(point: TorchPoint, nodes: list[OnnxPoint], next_node: OnnxPoint | None) -> str:
+    if point.identity:
+        return "returns its input unchanged at inference: the exporter emits no node for it"
     own = [n for n in nodes if n.scope == point.module]
     if own:
         shapes = sorted({str(list(n.value.shape)) for n in own})
         return f"its ONNX nodes' outputs have shapes {', '.join(shapes)}, the module's {list(point.value.shape)}"
     if next_node is not None and next_node.rule:
         return f"no ONNX node of its own: fused into {next_node.node} ({next_node.op_type}) by the rewrite rule {next_node.rule}"
-    return "no ONNX node carries its name, and no node of its shape follows the previous match"
+    if next_node is not None and next_node.scope is None:
+        return (f"no node of its shape and op between its neighbours' matches (fused into {next_node.node} "
+                f"({next_node.op_type}), or computed by ops no module owns)")
+    return "no ONNX node carries its name"
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, tolerance: Tolerance) -> dict:
@@ -117,7 +160,7 @@ def align(torch_points: list[TorchPoint], capture: OnnxCapture, tolerance: Toler
     named = _by_name(torch_points, nodes)
     method = "name"
     if not named:  # the exporter kept no module path: fall back on the order of computation and shapes
-        named, method = _by_order(torch_points, nodes), "order+shape"
+        named, method = _by_order(torch_points, capture), "order+shape"
     if not named:
         return Hop(name, source, target, "cannot be matched",
                    "no torch module output matches an ONNX node output by name, or by order and shape")
@@ -147,7 +190,7 @@ def _input_error(name: str, capture: OnnxCapture, by_output: dict[str, Point]) -
     if name in capture.graph_inputs:
         return {"name": name, "is": "model input", "max_abs": 0.0}
     if name in capture.initializers:
-        return {"name": name, "is": "weight (initializer)"}
+        return {"name": name, "is": "a weight (initializer)"}
     if name in by_output:
         point = by_output[name]
         return {"name": name, "is": f"output of {point.module}", "max_abs": point.max_abs,

@@ -19,6 +19,7 @@ class TorchPoint:
     module: str  # the module path ("features.4"), as named_modules gives it
     kind: str  # the module's class name
     value: np.ndarray
+    identity: bool = False  # returned its input unchanged (eval-mode Dropout, Identity): exporters drop it
 
 
 @dataclass
@@ -41,7 +42,8 @@ class OnnxCapture:
 
 
 def torch_leaf_outputs(repository, reference: str, samples: np.ndarray, threads: int = 2) -> list[TorchPoint]:
-    """Every leaf module's first output, in call order (a module called twice keeps its first call)."""
+    """The first output of every module that is a leaf of the call tree, in call order: a leaf module, or one
+    whose submodules never run (nn.MultiheadAttention computes through its out_proj's weights, not its forward)."""
     import torch
 
     from crossdeploy.runtimes import open_runtime
@@ -55,11 +57,13 @@ def torch_leaf_outputs(repository, reference: str, samples: np.ndarray, threads:
         def hook(module, args, output):
             tensor = output[0] if isinstance(output, (tuple, list)) else output
             if name not in captured and isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
-                captured[name] = TorchPoint(name, type(module).__name__, tensor.detach().numpy().copy())
+                first = args[0] if args and isinstance(args[0], torch.Tensor) else None
+                same = first is not None and first.shape == tensor.shape and bool(torch.equal(first, tensor))
+                captured[name] = TorchPoint(name, type(module).__name__, tensor.detach().numpy().copy(), same)
         return hook
 
     for name, module in model.named_modules():
-        if name and not any(True for _ in module.children()):
+        if name:
             handles.append(module.register_forward_hook(hook_for(name)))
     try:
         torch.set_num_threads(threads)
@@ -69,7 +73,8 @@ def torch_leaf_outputs(repository, reference: str, samples: np.ndarray, threads:
         for handle in handles:
             handle.remove()
         runtime.unload()
-    return list(captured.values())
+    # hooks fire innermost first: order by the first call is by completion, which is the data's order for leaves
+    return [p for p in captured.values() if not any(other.startswith(p.module + ".") for other in captured)]
 
 
 def node_scope(node) -> str | None:

@@ -31,7 +31,7 @@ def _inputs(inputs: list[dict]) -> str:
     parts = []
     for i in inputs:
         error = f", max abs {_g(i['max_abs'])}" if "max_abs" in i else ""
-        parts.append(f"`{i['name']}` ({i['is']}{error})")
+        parts.append(f"`{i['name']}`: {i['is']}{error}")
     return "; ".join(parts)
 
 

@@ -1,0 +1,157 @@
+"""`crossdeploy diverge` on real artifacts: a correct torch -> ONNX chain reports no divergence and aligns the
+models' modules with the ONNX nodes; a weight planted wrong in one ONNX node is found exactly at that node, on
+every chain built on that file, with nothing before it beyond the tolerance."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from crossdeploy.errors import CrossdeployError
+from crossdeploy.export.diverge import run_diverge
+from crossdeploy.repository import ModelRepository, record_files
+
+CNN_ONNX = "torch-onnx"
+TRANSFORMER_ONNX = "digits-transformer-torch-onnx"
+
+
+def report(folder) -> dict:
+    return json.loads((folder / "diverge.json").read_text())
+
+
+def first_hop(folder) -> dict:
+    hop = report(folder)["hops"][0]
+    assert hop["name"] == "torch -> ONNX"
+    return hop
+
+
+def assert_real_report(folder) -> None:
+    import matplotlib.image
+
+    assert (folder / "diverge.md").read_text().startswith("# Where ")
+    png = folder / "diverge.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(png)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0  # not blank
+
+
+def test_a_correct_chain_reports_no_divergence_and_aligns_the_cnn(repository, tmp_path):
+    folder = run_diverge(repository.root, CNN_ONNX, tmp_path / "out", samples=32)
+    hop = first_hop(folder)
+    assert hop["status"] == "within tolerance" and hop["first_divergence"] is None
+    assert all(p["breaches"] == 0 and p["tolerance_ratio"] <= 1 for p in hop["points"])
+    # 11 leaf modules; the exporter folds each Conv2d into the BatchNorm after it, so those two have no node
+    matched = {p["module"] for p in hop["points"]}
+    assert report(folder)["leaf_modules"] == 11 and len(matched) == 9
+    assert {"features.1", "features.2", "features.4", "features.6", "classifier.1", "classifier.3"} <= matched
+    assert all(p["matched_by"] == "name" for p in hop["points"])
+    assert [u["type"] for u in hop["unmatched"]] == ["Conv2d", "Conv2d"]
+    assert all("fused" in u["reason"] for u in hop["unmatched"])
+    assert_real_report(folder)
+
+
+def perturb(repository: ModelRepository, variant: str, op_type: str, which: int) -> str:
+    """Adds a visible error to one element of the weight of the `which`-th `op_type` node of the variant's ONNX
+    file, re-records the file's sha256 in the config, and returns the node's name."""
+    config, record = repository.get(variant)
+    folder = repository.version_dir(variant, record.version)
+    model = onnx.load(str(folder / "model.onnx"))
+    node = [n for n in model.graph.node if n.op_type == op_type][which]
+    weight = next(t for t in model.graph.initializer if t.name == node.input[1])
+    values = onnx.numpy_helper.to_array(weight).copy()
+    values.flat[0] += 0.05 * float(np.abs(values).max())
+    weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
+    onnx.save(model, str(folder / "model.onnx"))
+    record.files = record_files(folder)
+    repository.write_config(config)
+    return node.name
+
+
+@pytest.mark.parametrize(("op_type", "which"), [("Conv", 1), ("Gemm", 0)])
+def test_a_weight_planted_wrong_is_found_at_its_node_on_every_chain_through_it(scratch_repository, tmp_path,
+                                                                               op_type, which):
+    planted = perturb(scratch_repository, CNN_ONNX, op_type, which)
+    for variant in (CNN_ONNX, "torch-tflite"):  # torch-tflite was converted from the same ONNX file
+        hop = first_hop(run_diverge(scratch_repository.root, variant, tmp_path / variant, samples=32))
+        assert hop["status"] == "diverges", variant
+        first = hop["points"][hop["first_divergence"]]
+        assert first["node"] == planted and first["op_type"] == op_type, (variant, first)
+        before = hop["points"][:hop["first_divergence"]]
+        assert before and all(p["breaches"] == 0 for p in before)
+        # the op itself went wrong: what flows into it is within tolerance, only its weight is not compared
+        data = [i for i in first["inputs"] if "tolerance_ratio" in i]
+        assert data and all(i["tolerance_ratio"] <= 1 for i in data)
+        assert any(i["is"] == "a weight (initializer)" for i in first["inputs"])
+    text = (tmp_path / "torch-tflite" / "diverge.md").read_text()
+    assert f"first divergence: torch -> ONNX at " in text and planted in text
+    assert "ONNX -> TFLite (onnx2tf): not diagnosed yet" in text
+    assert_real_report(tmp_path / "torch-tflite")
+
+
+@pytest.fixture(scope="module")
+def transformer_repository(repository, request, tmp_path_factory) -> ModelRepository:
+    """The transformer's eager and ONNX variants: the repository's if it has them, else exported from the
+    session's trained weights (the pipeline's repository holds the CNN only)."""
+    if TRANSFORMER_ONNX in repository.names():
+        return repository
+    from crossdeploy.export.exporting import builtin_specs, export_all, raise_failures
+
+    workdir = request.getfixturevalue("workdir")
+    built = ModelRepository(tmp_path_factory.mktemp("transformer") / "model_repository")
+    specs = builtin_specs(("digits-transformer",), workdir)
+    raise_failures(export_all(built, [s for s in specs if s.framework == "pytorch"], ["torch-eager", "torch-onnx"]))
+    return built
+
+
+def test_the_transformer_aligns_every_module_that_computes(transformer_repository, tmp_path):
+    folder = run_diverge(transformer_repository.root, TRANSFORMER_ONNX, tmp_path / "out", samples=32)
+    hop = first_hop(folder)
+    assert hop["status"] == "within tolerance"
+    matched = {p["module"]: p for p in hop["points"]}
+    # attention computes through its out_proj's weights, never its forward: it is matched as one module
+    assert {"embed", "encoder.layers.0.self_attn", "encoder.layers.1.linear2", "norm", "head"} <= set(matched)
+    assert matched["encoder.layers.0.self_attn"]["module_type"] == "MultiheadAttention"
+    # eval-mode Dropout returns its input and gets no node; every other module is matched
+    assert hop["unmatched"] and all(u["type"] == "Dropout" for u in hop["unmatched"])
+    assert len(matched) + len(hop["unmatched"]) == report(folder)["leaf_modules"]
+
+
+def strip_names(repository: ModelRepository, variant: str) -> None:
+    """The ONNX file as an exporter that keeps no module paths would write it: no metadata, anonymous nodes."""
+    config, record = repository.get(variant)
+    folder = repository.version_dir(variant, record.version)
+    model = onnx.load(str(folder / "model.onnx"))
+    for index, node in enumerate(model.graph.node):
+        del node.metadata_props[:]
+        node.name = f"n{index}"
+    onnx.save(model, str(folder / "model.onnx"))
+    record.files = record_files(folder)
+    repository.write_config(config)
+
+
+@pytest.mark.parametrize("variant", [CNN_ONNX, TRANSFORMER_ONNX])
+def test_without_the_exporters_names_modules_are_matched_by_order_shape_and_op(request, tmp_path, variant):
+    source = request.getfixturevalue("repository" if variant == CNN_ONNX else "transformer_repository")
+    named = {p["module"]: p["node"] for p in first_hop(run_diverge(source.root, variant, tmp_path / "named", samples=16))["points"]}
+    copy = ModelRepository(tmp_path / "model_repository")
+    shutil.copytree(source.root, copy.root, ignore=shutil.ignore_patterns(".staging"))
+    strip_names(copy, variant)
+    hop = first_hop(run_diverge(copy.root, variant, tmp_path / "out", samples=16))
+    assert hop["status"] == "within tolerance"  # a residual Add or a step inside GELU taken for a module would not be
+    assert all(p["matched_by"] == "order+shape" for p in hop["points"])
+    # node names are gone, positions are not: the same nodes as the names chose (n<position> = the named node's)
+    nodes = [n.name for n in onnx.load(str(source.version_dir(variant, source.get(variant)[1].version) / "model.onnx")).graph.node]
+    by_order = {p["module"]: nodes[int(p["node"][1:])] for p in hop["points"]}
+    assert by_order == named
+
+
+def test_a_variant_whose_chain_is_not_diagnosed_yet_is_refused_in_one_line(repository, tmp_path):
+    with pytest.raises(CrossdeployError, match=r"keras-onnx: diverge follows chains .* not diagnosed yet"):
+        run_diverge(repository.root, "keras-onnx", tmp_path / "out")
+    with pytest.raises(CrossdeployError, match="'no-such' is not in the repository"):
+        run_diverge(repository.root, "no-such", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
