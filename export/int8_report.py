@@ -9,6 +9,9 @@ from pathlib import Path
 from .int8_sensitivity import Sensitivity
 
 
+KEPT_SHOWN = 6  # names listed per curve row in the Markdown; the JSON lists every one
+
+
 def short(node: str) -> str:
     """TFLite names a fused node by every op folded into it, joined by ';': the last is the layer's own op."""
     return node.rsplit(";", 1)[-1]
@@ -34,11 +37,14 @@ def markdown(result: Sensitivity) -> str:
         "| rank | node | op | max abs | mean abs | agreement | accuracy |",
         "|---:|---|---|---:|---:|---:|---:|",
     ]
-    for rank, layer in enumerate(result.layers, 1):
+    for rank, layer in enumerate((layer for layer in result.layers if layer.quantized), 1):
         m = layer.measure
-        note = "" if layer.quantized else " (no Q/DQ alone)"
-        lines.append(f"| {rank} | `{short(layer.node)}`{note} | {layer.op_type} | {m.max_abs:.4g} | {m.mean_abs:.4g} | "
+        lines.append(f"| {rank} | `{short(layer.node)}` | {layer.op_type} | {m.max_abs:.4g} | {m.mean_abs:.4g} | "
                      f"{_pct(m.agreement)} | {_pct(m.accuracy)} |")
+    alone = [f"`{short(layer.node)}` ({layer.op_type})" for layer in result.layers if not layer.quantized]
+    if alone:
+        lines += ["", f"{len(alone)} node(s) take no Q/DQ when quantized alone (the quantizer quantizes them only "
+                      f"next to a quantized neighbour), so they change nothing alone: {', '.join(alone)}."]
     lines += [
         "",
         "## Keeping the N most sensitive nodes in float",
@@ -48,7 +54,9 @@ def markdown(result: Sensitivity) -> str:
     ]
     for point in result.curve:
         m = point.measure
-        kept = ", ".join(f"`{short(n)}`" for n in point.kept) or "–"
+        kept = ", ".join(f"`{short(n)}`" for n in point.kept[:KEPT_SHOWN]) or "–"
+        if len(point.kept) > KEPT_SHOWN:
+            kept += f" … (+{len(point.kept) - KEPT_SHOWN}, in sensitivity.json)"
         lines.append(f"| {point.keep_float} | {kept} | {_pct(m.accuracy)} | {_pct(m.agreement)} | {m.max_abs:.4g} | "
                      f"{m.mean_abs:.4g} | {m.size:,} |")
     lines += ["", "![per-layer error](sensitivity.png)", "", "![keep float](keep_float.png)", ""]
@@ -66,15 +74,18 @@ def _plots():
 
 def plot_layers(result: Sensitivity, path: Path) -> None:
     plt = _plots()
-    names = [f"{short(layer.node)} ({layer.op_type}{'' if layer.quantized else ', no Q/DQ alone'})" for layer in result.layers]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.5))
+    layers = [layer for layer in result.layers if layer.quantized]
+    names = [f"{short(layer.node)} ({layer.op_type})" for layer in layers]
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(names) + 1.8))
     rows = range(len(names))
-    ax.barh(rows, [layer.measure.max_abs for layer in result.layers], color="#f4a582", label="max abs")
-    ax.barh(rows, [layer.measure.mean_abs for layer in result.layers], color="#b2182b", label="mean abs")
+    ax.barh(rows, [layer.measure.max_abs for layer in layers], color="#f4a582", label="max abs")
+    ax.barh(rows, [layer.measure.mean_abs for layer in layers], color="#b2182b", label="mean abs")
     ax.set_yticks(list(rows), names)
     ax.invert_yaxis()  # most sensitive on top
     ax.set_xlabel("logit error against the float model, that node alone quantized")
-    ax.set_title(f"{result.variant}: int8 error per node ({result.samples} samples)")
+    hidden = len(result.layers) - len(layers)
+    ax.set_title(f"{result.variant}\nint8 error per node, quantized alone ({result.samples} samples)"
+                 + (f"\n{hidden} node(s) without Q/DQ alone not shown" if hidden else ""), fontsize="medium")
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -83,13 +94,14 @@ def plot_layers(result: Sensitivity, path: Path) -> None:
 
 def plot_curve(result: Sensitivity, path: Path) -> None:
     plt = _plots()
-    counts = [p.keep_float for p in result.curve]
+    # One evenly spaced tick per point: the counts run from 0 to all nodes and would crowd at the low end.
+    counts = list(range(len(result.curve)))
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(counts, [p.measure.agreement * 100 for p in result.curve], "o-", label="agreement with float (%)")
     if result.float_accuracy is not None:
         ax.plot(counts, [p.measure.accuracy * 100 for p in result.curve], "s-", label="accuracy (%)")
         ax.axhline(result.float_accuracy * 100, color="grey", linestyle=":", label="float accuracy (%)")
-    ax.set_xticks(counts)
+    ax.set_xticks(counts, [str(p.keep_float) for p in result.curve])
     ax.set_xlabel("most sensitive nodes kept in float (N)")
     ax.set_ylabel("%")
     size = ax.twinx()
@@ -98,7 +110,7 @@ def plot_curve(result: Sensitivity, path: Path) -> None:
     lines = ax.get_legend_handles_labels()
     more = size.get_legend_handles_labels()
     ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize="small")
-    ax.set_title(f"{result.variant}: keeping the most sensitive nodes in float")
+    ax.set_title(f"{result.variant}: keeping the most sensitive nodes in float", fontsize="medium")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -105,12 +105,14 @@ class Quantizer:
         self._count = 0
 
     def quantizable(self) -> list[tuple[str, str]]:
-        """(name, op type) of every node whose op the QDQ quantizer has a rule for, in graph order."""
+        """(name, op type) of every node quantize_static considers, in graph order: its default op types are both
+        registries (QDQ-specific rules and the QLinear ops, e.g. Add, Mul, Softmax, quantized with plain Q/DQ)."""
         import onnx
-        from onnxruntime.quantization.registry import QDQRegistry
+        from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
         graph = onnx.load(str(self.prepared)).graph
-        return [(n.name, n.op_type) for n in graph.node if n.op_type in QDQRegistry]
+        ops = set(QDQRegistry) | set(QLinearOpsRegistry)
+        return [(n.name, n.op_type) for n in graph.node if n.op_type in ops]
 
     def quantize(self, nodes_to_quantize: list[str] | None = None, nodes_to_exclude: list[str] | None = None) -> Path:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -213,11 +215,12 @@ def measure(repository: ModelRepository, variant: str, keep_float: list[int] | N
         if too_many:
             raise CrossdeployError(f"--keep-float {too_many[0]}: '{variant}' has only {len(nodes)} quantizable nodes")
         layers = rank_layers(quantizer, x, reference, y)
-        # Nodes that take no Q/DQ alone (Relu, MaxPool, Reshape...) follow their producer: the default spread
-        # counts only the nodes that do, and ends at all of them.
+        # Nodes that take no Q/DQ alone (Relu, MaxPool, Reshape...) follow their neighbours: the default spread
+        # counts the nodes that do, then all nodes (a chain of such nodes quantized together still takes Q/DQ).
         effective = sum(layer.quantized for layer in layers)
+        counts = default_counts(effective) + [len(layers)] if keep_float is None else keep_float
         curve, requantized = [], None
-        for count in sorted(set(default_counts(effective) if keep_float is None else keep_float)):
+        for count in sorted(set(counts)):
             kept = [layer.node for layer in layers[:count]]
             folder = quantizer.quantize(nodes_to_exclude=kept)
             logits = run_folder(config, folder, x)
