@@ -120,7 +120,7 @@ def diverge(variant: Annotated[str, typer.Argument(help="The variant whose conve
 
 
 @app.command()
-def sensitivity(variant: Annotated[str, typer.Argument(help="An int8 variant (e.g. torch-onnx-int8).")],
+def sensitivity(variant: Annotated[str, typer.Argument(help="An int8 variant (torch-onnx-int8: onnxruntime QDQ; keras-tflite-int8: TFLite PTQ).")],
                 repository: Repository = S.repository, workdir: Workdir = S.workdir,
                 out: Annotated[Optional[Path], typer.Option(help="Report folder (default: <workdir>/reports/sensitivity/<variant>).")] = None,
                 keep_float: Annotated[Optional[str], typer.Option(help="Comma-separated counts of the most sensitive layers kept in float (default: a spread).")] = None):
