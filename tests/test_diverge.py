@@ -54,7 +54,7 @@ def test_a_correct_chain_reports_no_divergence_and_aligns_the_cnn(repository, tm
     assert_real_report(folder)
 
 
-def perturb(repository: ModelRepository, variant: str, op_type: str, which: int) -> str:
+def perturb(repository: ModelRepository, variant: str, op_type: str, which: int, scale: float = 0.05) -> str:
     """Adds a visible error to one element of the weight of the `which`-th `op_type` node of the variant's ONNX
     file, re-records the file's sha256 in the config, and returns the node's name."""
     config, record = repository.get(variant)
@@ -63,7 +63,7 @@ def perturb(repository: ModelRepository, variant: str, op_type: str, which: int)
     node = [n for n in model.graph.node if n.op_type == op_type][which]
     weight = next(t for t in model.graph.initializer if t.name == node.input[1])
     values = onnx.numpy_helper.to_array(weight).copy()
-    values.flat[0] += 0.05 * float(np.abs(values).max())
+    values.flat[0] += scale * float(np.abs(values).max())
     weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
     onnx.save(model, str(folder / "model.onnx"))
     record.files = record_files(folder)
@@ -118,6 +118,15 @@ def test_the_transformer_aligns_every_module_that_computes(transformer_repositor
     # eval-mode Dropout returns its input and gets no node; every other module is matched
     assert hop["unmatched"] and all(u["type"] == "Dropout" for u in hop["unmatched"])
     assert len(matched) + len(hop["unmatched"]) == report(folder)["leaf_modules"]
+
+
+def test_the_first_divergence_is_the_earliest_not_the_worst(scratch_repository, tmp_path):
+    early = perturb(scratch_repository, CNN_ONNX, "Conv", 0, scale=0.01)
+    late = perturb(scratch_repository, CNN_ONNX, "Gemm", 1, scale=2.0)
+    hop = first_hop(run_diverge(scratch_repository.root, CNN_ONNX, tmp_path / "out", samples=32))
+    by_node = {p["node"]: p for p in hop["points"]}
+    assert by_node[late]["tolerance_ratio"] > by_node[early]["tolerance_ratio"] > 1  # the later fault is the worse
+    assert hop["points"][hop["first_divergence"]]["node"] == early
 
 
 def strip_names(repository: ModelRepository, variant: str) -> None:
