@@ -150,8 +150,8 @@ def compare(reference: np.ndarray, candidate: np.ndarray, tolerance: Tolerance) 
     ratio = ratio if np.isfinite(ratio) else None
     max_abs = float(diff.max()) if diff.size else 0.0
     max_rel = float((diff / np.maximum(np.abs(b), REL_FLOOR)).max()) if diff.size else 0.0
-    return {"max_abs": max_abs if np.isfinite(max_abs) else None,
-            "max_rel": max_rel if np.isfinite(max_rel) else None, "tolerance_ratio": ratio, "breaches": tolerance.breaches(candidate, reference) or 0, "size": int(diff.size)}
+    return {"max_abs": max_abs if np.isfinite(max_abs) else None, "max_rel": max_rel if np.isfinite(max_rel) else None,
+            "tolerance_ratio": ratio, "breaches": tolerance.breaches(candidate, reference) or 0, "size": int(diff.size)}
 
 
 def align(torch_points: list[TorchPoint], capture: OnnxCapture, tolerance: Tolerance, name: str, source: str,
