@@ -18,11 +18,11 @@ from . import diverge_report
 from .diverge_align import Hop, align
 from .diverge_capture import onnx_all_outputs, torch_leaf_outputs
 
-# pathway -> (where its ONNX comes from, the hops after torch -> ONNX that are not diagnosed yet)
+# pathway -> (where its ONNX comes from, the hop after torch -> ONNX: diagnosed, not yet, or none)
 CHAINS = {
-    "torch-onnx": ("torch-onnx", []),
-    "torch-savedmodel": ("torch-onnx", [("ONNX -> SavedModel (onnx2tf)", "onnx2tf")]),
-    "torch-tflite": ("torch-onnx", [("ONNX -> TFLite (onnx2tf)", "onnx2tf")]),
+    "torch-onnx": ("torch-onnx", None),
+    "torch-savedmodel": ("torch-onnx", "ONNX -> SavedModel (onnx2tf)"),
+    "torch-tflite": ("torch-onnx", "ONNX -> TFLite (onnx2tf)"),
 }
 
 
@@ -64,9 +64,15 @@ def run_diverge(repository: Path, variant: str, out: Path, samples: int = 64) ->
     torch_points = torch_leaf_outputs(repo, reference, x)
     capture = onnx_all_outputs(repo, onnx_variant, x)
     hops: list[Hop] = [align(torch_points, capture, config.tolerance, "torch -> ONNX", reference, onnx_variant)]
-    for name, tool in CHAINS[config.pathway][1]:
-        hops.append(Hop(name, onnx_variant, variant, "not diagnosed yet",
-                        f"matching {tool}'s tensors to the ONNX nodes is not built yet"))
+    after = CHAINS[config.pathway][1]
+    if config.format == "tflite":
+        from .diverge_tflite import TFLITE_OPS, onnx_as_reference, tflite_all_tensors
+
+        hops.append(align(onnx_as_reference(capture), tflite_all_tensors(repo, variant, x), config.tolerance, after,
+                          onnx_variant, variant, ops=TFLITE_OPS, labels=("ONNX node", "TFLite op")))
+    elif after:
+        hops.append(Hop(after, onnx_variant, variant, "not diagnosed yet",
+                        "matching onnx2tf's SavedModel tensors to the ONNX nodes is not built yet"))
     chain = [reference, onnx_variant] + ([variant] if variant != onnx_variant else [])
     report = {"variant": variant, "model": config.model, "samples": int(len(x)), "chain": chain,
               "tolerance": config.tolerance.describe(), "leaf_modules": len(torch_points)}

@@ -48,6 +48,7 @@ class Hop:
     points: list[Point] = field(default_factory=list)
     unmatched: list[dict] = field(default_factory=list)
     first_divergence: int | None = None  # index into points
+    labels: list[str] = field(default_factory=lambda: ["module", "ONNX node"])  # what `module` and `node` name
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -94,9 +95,10 @@ AFTER = {"Linear": {"MatMul"}, "MultiheadAttention": {"MatMul"}, "BatchNorm1d": 
          "BatchNorm2d": {"Mul", "Sub", "Div"}, "LayerNorm": {"Mul", "Div"}, "GELU": {"Erf", "Add", "Tanh"}}
 
 
-def _fits(point: TorchPoint, node: OnnxPoint, constants: set[str], producers: dict[str, str]) -> tuple[np.ndarray, str] | None:
-    if point.kind in OPS:
-        if node.op_type not in OPS[point.kind]:
+def _fits(point: TorchPoint, node: OnnxPoint, constants: set[str], producers: dict[str, str],
+          ops: dict[str, set[str]]) -> tuple[np.ndarray, str] | None:
+    if point.kind in ops:
+        if node.op_type not in ops[point.kind]:
             return None
         # a known module's output may be an Add of its bias, never of two activations (a residual connection)
         # nor one step inside a decomposed function (GELU's "+ 1")
@@ -106,7 +108,8 @@ def _fits(point: TorchPoint, node: OnnxPoint, constants: set[str], producers: di
     return _to_reference_layout(node.value, point.value.shape)
 
 
-def _by_order(torch_points: list[TorchPoint], capture: OnnxCapture) -> dict[str, tuple[OnnxPoint, np.ndarray, str]]:
+def _by_order(torch_points: list[TorchPoint], capture: OnnxCapture,
+              ops: dict[str, set[str]]) -> dict[str, tuple[OnnxPoint, np.ndarray, str]]:
     """Monotone, from the output back: each module takes the last node before the later module's match whose op
     can produce it and whose output has its shape. Backwards, because a fused pair's one node holds the second
     module's output (Conv folded into BatchNorm: the node is the BatchNorm's, the Conv gets none)."""
@@ -118,7 +121,7 @@ def _by_order(torch_points: list[TorchPoint], capture: OnnxCapture) -> dict[str,
         if point.identity:
             continue
         for position in range(end - 1, -1, -1):
-            converted = _fits(point, nodes[position], constants, producers)
+            converted = _fits(point, nodes[position], constants, producers, ops)
             if converted is not None:
                 found[point.module] = (nodes[position], *converted)
                 end = position
@@ -137,7 +140,7 @@ def _why_unmatched(point: TorchPoint, nodes: list[OnnxPoint], next_node: OnnxPoi
         return f"no ONNX node of its own: fused into {next_node.node} ({next_node.op_type}) by the rewrite rule {next_node.rule}"
     if next_node is not None and next_node.scope is None:
         return (f"no node of its shape and op between its neighbours' matches (fused into {next_node.node} "
-                f"({next_node.op_type}), or computed by ops no module owns)")
+                f"({next_node.op_type}), or computed by ops with no counterpart here)")
     return "no ONNX node carries its name"
 
 
@@ -155,15 +158,16 @@ def compare(reference: np.ndarray, candidate: np.ndarray, tolerance: Tolerance) 
 
 
 def align(torch_points: list[TorchPoint], capture: OnnxCapture, tolerance: Tolerance, name: str, source: str,
-          target: str) -> Hop:
+          target: str, ops: dict[str, set[str]] | None = None, labels: tuple[str, str] = ("module", "ONNX node")) -> Hop:
+    """`ops`: which target ops may hold each source kind's output (default: torch module -> ONNX)."""
     nodes = capture.points
     named = _by_name(torch_points, nodes)
     method = "name"
     if not named:  # the exporter kept no module path: fall back on the order of computation and shapes
-        named, method = _by_order(torch_points, capture), "order+shape"
+        named, method = _by_order(torch_points, capture, OPS if ops is None else ops), "order+shape"
     if not named:
-        return Hop(name, source, target, "cannot be matched",
-                   "no torch module output matches an ONNX node output by name, or by order and shape")
+        return Hop(name, source, target, "cannot be matched", f"no {labels[0]} output matches a {labels[1]} output "
+                   "by name, or by order, shape and op", labels=list(labels))
     order = sorted(named.items(), key=lambda item: item[1][0].index)
     points: list[Point] = []
     by_output: dict[str, Point] = {}
@@ -183,7 +187,8 @@ def align(torch_points: list[TorchPoint], capture: OnnxCapture, tolerance: Toler
                               "reason": _why_unmatched(point, nodes, later[0] if later else None)})
     first = next((p.depth for p in points if p.breaches), None)
     status = "diverges" if first is not None else "within tolerance"
-    return Hop(name, source, target, status, points=points, unmatched=unmatched, first_divergence=first)
+    return Hop(name, source, target, status, points=points, unmatched=unmatched, first_divergence=first,
+               labels=list(labels))
 
 
 def _input_error(name: str, capture: OnnxCapture, by_output: dict[str, Point]) -> dict:

@@ -45,7 +45,7 @@ def markdown(report: dict, hops: list[Hop]) -> str:
             p = hop.points[hop.first_divergence]
             lines += [f"Its inputs: {_inputs(p.inputs)}.", ""]
         if hop.points:
-            lines += ["| depth | module (type) | ONNX node (op) | shape | max abs | max rel | err/tol | matched by |",
+            lines += [f"| depth | {hop.labels[0]} (type) | {hop.labels[1]} (op) | shape | max abs | max rel | err/tol | matched by |",
                       "|---:|---|---|---|---:|---:|---:|---|"]
             for p in hop.points:
                 mark = " **first**" if p.depth == hop.first_divergence else ""

@@ -54,6 +54,22 @@ def test_a_correct_chain_reports_no_divergence_and_aligns_the_cnn(repository, tm
     assert_real_report(folder)
 
 
+def test_a_correct_chain_through_onnx2tf_to_tflite_reports_no_divergence_on_either_hop(repository, tmp_path):
+    hops = report(run_diverge(repository.root, "torch-tflite", tmp_path / "out", samples=32))["hops"]
+    assert [h["name"] for h in hops] == ["torch -> ONNX", "ONNX -> TFLite (onnx2tf)"]
+    assert all(h["status"] == "within tolerance" for h in hops)
+    tflite = hops[1]
+    assert tflite["labels"] == ["ONNX node", "TFLite op"]
+    # channels-last undone: the convolutions' outputs are compared as NCHW
+    assert any(p["layout"] == "NHWC->NCHW" and p["op_type"] == "CONV_2D" for p in tflite["points"])
+    matched = {p["module"] for p in tflite["points"]}
+    assert {"node_relu", "node_relu_1", "node_max_pool2d", "node_relu_2"} <= matched and len(matched) >= 7
+    # TFLite fuses each Conv/Gemm with the Relu after it: the Relu holds the fused op's output
+    assert {u["type"] for u in tflite["unmatched"]} <= {"Conv", "Gemm"} and all("fused" in u["reason"] for u in tflite["unmatched"])
+    saved = report(run_diverge(repository.root, "torch-savedmodel", tmp_path / "saved", samples=8))["hops"]
+    assert saved[1]["status"] == "not diagnosed yet" and saved[1]["reason"]
+
+
 def perturb(repository: ModelRepository, variant: str, op_type: str, which: int, scale: float = 0.05) -> str:
     """Adds a visible error to one element of the weight of the `which`-th `op_type` node of the variant's ONNX
     file, re-records the file's sha256 in the config, and returns the node's name."""
@@ -71,6 +87,12 @@ def perturb(repository: ModelRepository, variant: str, op_type: str, which: int,
     return node.name
 
 
+def first_consumer(repository: ModelRepository, variant: str, name: str) -> str:
+    model = onnx.load(str(repository.version_dir(variant, repository.get(variant)[1].version) / "model.onnx"))
+    output = next(n for n in model.graph.node if n.name == name).output[0]
+    return next(n.name for n in model.graph.node if output in n.input)
+
+
 @pytest.mark.parametrize(("op_type", "which"), [("Conv", 1), ("Gemm", 0)])
 def test_a_weight_planted_wrong_is_found_at_its_node_on_every_chain_through_it(scratch_repository, tmp_path,
                                                                                op_type, which):
@@ -86,9 +108,16 @@ def test_a_weight_planted_wrong_is_found_at_its_node_on_every_chain_through_it(s
         data = [i for i in first["inputs"] if "tolerance_ratio" in i]
         assert data and all(i["tolerance_ratio"] <= 1 for i in data)
         assert any(i["is"] == "a weight (initializer)" for i in first["inputs"])
+    # onnx2tf converted the file before the weight moved: the TFLite hop parts from the ONNX at the same node,
+    # or at its Relu when TFLite fused the two into one op
+    tflite = report(tmp_path / "torch-tflite")["hops"][1]
+    assert tflite["status"] == "diverges"
+    first = tflite["points"][tflite["first_divergence"]]
+    assert first["module"] in {planted, first_consumer(scratch_repository, CNN_ONNX, planted)}, first
+    assert all(p["breaches"] == 0 for p in tflite["points"][:tflite["first_divergence"]])
     text = (tmp_path / "torch-tflite" / "diverge.md").read_text()
-    assert f"first divergence: torch -> ONNX at " in text and planted in text
-    assert "ONNX -> TFLite (onnx2tf): not diagnosed yet" in text
+    assert "first divergence: torch -> ONNX at " in text and planted in text
+    assert "first divergence: ONNX -> TFLite (onnx2tf) at " in text
     assert_real_report(tmp_path / "torch-tflite")
 
 
