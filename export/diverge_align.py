@@ -186,8 +186,15 @@ def align(torch_points: list[TorchPoint], capture: OnnxCapture, tolerance: Toler
             unmatched.append({"module": point.module, "type": point.kind,
                               "reason": _why_unmatched(point, nodes, later[0] if later else None)})
     first = next((p.depth for p in points if p.breaches), None)
-    status = "diverges" if first is not None else "within tolerance"
-    return Hop(name, source, target, status, points=points, unmatched=unmatched, first_divergence=first,
+    status, reason = ("diverges" if first is not None else "within tolerance"), ""
+    if method == "order+shape" and first is not None and not points[-1].breaches:
+        # an error that appears and then vanishes before the output is far likelier a misalignment than a fault:
+        # matched by position alone, such a divergence is not reported as one
+        status, reason = "cannot be matched", (
+            f"matched by order, shape and op only, and the points part at {points[first].module} -> "
+            f"{points[first].node} while the last point agrees: the alignment cannot be trusted here")
+        first = None
+    return Hop(name, source, target, status, reason, points=points, unmatched=unmatched, first_divergence=first,
                labels=list(labels))
 
 

@@ -17,6 +17,7 @@ from crossdeploy.repository import ModelRepository, record_files
 
 CNN_ONNX = "torch-onnx"
 TRANSFORMER_ONNX = "digits-transformer-torch-onnx"
+TRANSFORMER_TFLITE = "digits-transformer-torch-tflite"
 
 
 def report(folder) -> dict:
@@ -125,14 +126,14 @@ def test_a_weight_planted_wrong_is_found_at_its_node_on_every_chain_through_it(s
 def transformer_repository(repository, request, tmp_path_factory) -> ModelRepository:
     """The transformer's eager and ONNX variants: the repository's if it has them, else exported from the
     session's trained weights (the pipeline's repository holds the CNN only)."""
-    if TRANSFORMER_ONNX in repository.names():
+    if {TRANSFORMER_ONNX, TRANSFORMER_TFLITE} <= set(repository.names()):
         return repository
     from crossdeploy.export.exporting import builtin_specs, export_all, raise_failures
 
     workdir = request.getfixturevalue("workdir")
     built = ModelRepository(tmp_path_factory.mktemp("transformer") / "model_repository")
     specs = builtin_specs(("digits-transformer",), workdir)
-    raise_failures(export_all(built, [s for s in specs if s.framework == "pytorch"], ["torch-eager", "torch-onnx"]))
+    raise_failures(export_all(built, [s for s in specs if s.framework == "pytorch"], ["torch-eager", "torch-onnx", "torch-tflite"]))
     return built
 
 
@@ -147,6 +148,18 @@ def test_the_transformer_aligns_every_module_that_computes(transformer_repositor
     # eval-mode Dropout returns its input and gets no node; every other module is matched
     assert hop["unmatched"] and all(u["type"] == "Dropout" for u in hop["unmatched"])
     assert len(matched) + len(hop["unmatched"]) == report(folder)["leaf_modules"]
+
+
+def test_a_correct_transformer_chain_to_tflite_reports_no_false_divergence(transformer_repository, tmp_path):
+    """onnx2tf rewrites attention's layout and keeps no ONNX names: matched by position alone, a point that parts
+    while the output agrees is declared unmatchable, not a divergence (the variant passes parity)."""
+    torch_hop, tflite_hop = report(run_diverge(transformer_repository.root, TRANSFORMER_TFLITE, tmp_path / "out",
+                                               samples=16))["hops"]
+    assert torch_hop["status"] == "within tolerance"
+    assert tflite_hop["first_divergence"] is None and tflite_hop["status"] in ("within tolerance", "cannot be matched")
+    assert tflite_hop["points"][-1]["breaches"] == 0 and tflite_hop["points"][-1]["op_type"] == "FULLY_CONNECTED"
+    if tflite_hop["status"] == "cannot be matched":
+        assert "cannot be trusted" in tflite_hop["reason"]
 
 
 def test_the_first_divergence_is_the_earliest_not_the_worst(scratch_repository, tmp_path):
