@@ -3,8 +3,8 @@
 The source model (the eager variant, through its runtime adapter) and each artifact of the chain run on the same
 samples (the model's parity samples); their intermediate tensors are matched (see diverge_align) and compared
 under the variant's own tolerance, the one rule parity applies to the final outputs. Chains diagnosed so far:
-those that start torch -> ONNX (torch-onnx; the first hop of torch-savedmodel and torch-tflite, which onnx2tf
-converted from the torch-onnx variant's file). A hop not diagnosed yet is listed as such, never skipped silently.
+torch -> ONNX (torch-onnx), then ONNX -> TFLite (torch-tflite, which onnx2tf converted from the torch-onnx
+variant's file). torch-savedmodel's onnx2tf hop is listed as not diagnosed yet, never skipped silently.
 """
 
 from __future__ import annotations

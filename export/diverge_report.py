@@ -73,7 +73,7 @@ def plot(variant: str, hops: list[Hop], path: Path) -> None:
         if hop.first_divergence is not None:
             p = hop.points[hop.first_divergence]
             ax.plot([p.depth], [_drawn(p.tolerance_ratio)], "x", color="red", markersize=12, mew=3,
-                    label=f"first divergence: {p.node} ({p.op_type})")
+                    label=f"first divergence: {p.module} -> {p.node} ({p.op_type})")
         ax.set_xticks(depth, [f"{p.module}\n{p.op_type}" for p in hop.points], fontsize=7, rotation=45, ha="right")
         ax.set_ylabel("error / tolerance (log)")
         ax.set_title(f"{variant}: {hop.name} ({hop.status}); exact agreement drawn at {FLOOR:g}", fontsize=9)
