@@ -96,14 +96,13 @@ def node_scope(node) -> str | None:
 
 def onnx_all_outputs(repository, variant: str, samples: np.ndarray, threads: int = 2) -> OnnxCapture:
     import onnx
-    import onnxruntime as ort
 
     from crossdeploy.runtimes import open_runtime
+    from crossdeploy.runtimes.introspect import onnx_intermediates
 
     runtime = open_runtime(repository, variant, threads=threads)
     runtime.verify()
-    model = onnx.load(str(runtime.artifact))
-    graph = model.graph
+    graph = onnx.load(str(runtime.artifact)).graph
     initializers = {t.name for t in graph.initializer}
     points = []
     for index, node in enumerate(graph.node):
@@ -112,17 +111,10 @@ def onnx_all_outputs(repository, variant: str, samples: np.ndarray, threads: int
             if output:
                 points.append(OnnxPoint(index, node.name or f"{node.op_type}_{index}", node.op_type, output,
                                         [i for i in node.input if i], node_scope(node), rule))
-    existing = {o.name for o in graph.output}
-    graph.output.extend(onnx.ValueInfoProto(name=p.output) for p in points if p.output not in existing)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    graph_inputs = [i.name for i in session.get_inputs()]
-    values = dict(zip(names, session.run(None, {graph_inputs[0]: np.ascontiguousarray(samples)})))
+    values = onnx_intermediates(runtime, [p.output for p in points], samples, threads)
     for point in points:
         value = values.get(point.output)
         if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating):
             point.value = value
+    graph_inputs = [i.name for i in graph.input if i.name not in initializers]
     return OnnxCapture([p for p in points if p.value is not None], graph_inputs, initializers)

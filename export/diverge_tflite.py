@@ -10,8 +10,6 @@ fused. The reference of this hop is ONNX (what onnx2tf was given), not torch.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from .diverge_capture import OnnxCapture, OnnxPoint, TorchPoint
@@ -34,31 +32,18 @@ def onnx_as_reference(capture: OnnxCapture) -> list[TorchPoint]:
 
 
 def tflite_all_tensors(repository, variant: str, samples: np.ndarray, threads: int = 2) -> OnnxCapture:
-    from ai_edge_litert.interpreter import Interpreter
-
     from crossdeploy.runtimes import open_runtime
+    from crossdeploy.runtimes.introspect import tflite_intermediates
 
-    runtime = open_runtime(repository, variant, threads=threads)
-    runtime.verify()
-    with warnings.catch_warnings():  # "for debugging purposes only": that is what this is
-        warnings.simplefilter("ignore", UserWarning)
-        interpreter = Interpreter(model_content=runtime.artifact.read_bytes(), num_threads=threads,
-                                  experimental_preserve_all_tensors=True)
-    entry = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(entry["index"], list(samples.shape), strict=True)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(entry["index"], np.ascontiguousarray(samples, dtype=entry["dtype"]))
-    interpreter.invoke()
-    names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
-    ops = interpreter._get_ops_details()  # the only listing of ops with their tensors LiteRT's Python API has
+    ops, names, values, entry = tflite_intermediates(open_runtime(repository, variant, threads=threads), samples, threads)
     produced = {i for op in ops for i in op["outputs"]}
     points = []
     for op in ops:
         for index in op["outputs"]:
-            value = interpreter.get_tensor(index)
+            value = values[index]
             if np.issubdtype(value.dtype, np.floating):
                 points.append(OnnxPoint(op["index"], f"{op['op_name']}#{op['index']}",
                                         op["op_name"], names[index], [names[i] for i in op["inputs"] if i >= 0],
-                                        None, None, value.copy()))
+                                        None, None, value))
     constants = {names[i] for op in ops for i in op["inputs"] if i >= 0 and i not in produced and i != entry["index"]}
     return OnnxCapture(points, [entry["name"]], constants)
