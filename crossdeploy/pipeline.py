@@ -110,8 +110,27 @@ def parity(repository: Path, workdir: Path, variants: list[str] | None = None, t
     print_table(run, console)
     paths = write_reports(run, workdir / "reports" / "parity")
     console.print(f"reports: {paths['markdown']}, {paths['json']}, {paths['png']}")
-    raise_on_failure(run)
+    diagnose_failures(repo, run, workdir)
     return run
+
+
+def diagnose_failures(repo: ModelRepository, run, workdir: Path) -> None:
+    """Raises the parity failures, each failing variant's first divergence with them where diverge can follow
+    its chain (its report under <workdir>/reports/diverge/<variant>/)."""
+    from crossdeploy.export.diverge import first_divergence
+    from crossdeploy.export.parity import raise_on_failure
+
+    if not run.failures:
+        return
+    for failing in (v for v in run.variants if v.result.failures):
+        name = failing.config.name
+        try:
+            found = first_divergence(repo, name, workdir / "reports" / "diverge" / name)
+        except CrossdeployError as exc:
+            found = f"{name}: the layer-by-layer diagnosis failed: {exc}"
+        if found:
+            failing.result.failures.append(found)
+    raise_on_failure(run)
 
 
 def pipeline(repository: Path, workdir: Path, epochs: int = 30, seed: int = 0, keep_versions: int = 2,

@@ -9,6 +9,8 @@ variant's file). torch-savedmodel's onnx2tf hop is listed as not diagnosed yet, 
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 from crossdeploy.errors import CrossdeployError
@@ -79,4 +81,15 @@ def run_diverge(repository: Path, variant: str, out: Path, samples: int = 64) ->
     return diverge_report.write(Path(out), report, hops)
 
 
-__all__ = ["CHAINS", "run_diverge"]
+def first_divergence(repository: Path | ModelRepository, variant: str, out: Path) -> str | None:
+    """The diagnosis a failing variant's parity message carries: "first divergence: <hop> at <layer> -> <node>
+    (<op>), max abs <x>, …" and where the plot is, or None when its chain is not one diverge follows."""
+    repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
+    if variant not in repo.names() or repo.config(variant).pathway not in CHAINS:
+        return None
+    folder = run_diverge(repo, variant, out)
+    found = [v for v in json.loads((folder / "diverge.json").read_text())["verdicts"] if v.startswith("first divergence")]
+    return f"{variant}: {found[0] if found else 'no layer leaves the tolerance on the hops diagnosed'} (plot: {folder / 'diverge.png'})"
+
+
+__all__ = ["CHAINS", "first_divergence", "run_diverge"]

@@ -114,6 +114,21 @@ def test_cli_exits_non_zero_and_names_the_variant(scratch_repository, tmp_path):
     assert (tmp_path / "reports" / "parity" / "parity.md").is_file()  # reports are written before failing
 
 
+def test_a_failing_variant_says_where_its_chain_first_diverges(scratch_repository, tmp_path):
+    """`crossdeploy parity` on a torch -> ONNX variant whose first conv weights were moved names the hop and the
+    ONNX Conv node where the numbers first leave the tolerance, and writes the plot it points at."""
+    perturb_onnx_weights(scratch_repository, "torch-onnx")
+    proc = subprocess.run(
+        [sys.executable, "-m", "crossdeploy.cli", "parity", "--repository", str(scratch_repository.root),
+         "--workdir", str(tmp_path), "--variant", "torch-onnx"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "torch-onnx: first divergence: torch -> ONNX at" in last and "(Conv)" in last, last
+    assert (tmp_path / "reports" / "diverge" / "torch-onnx" / "diverge.png").is_file()
+
+
 def test_an_output_without_classes_has_no_agreement_and_int8_must_compare_values():
     """A regression (one column) has nothing to argmax: agreement is not reported, and an int8 tolerance that
     compares no values cannot pass it."""
