@@ -13,6 +13,8 @@ import json
 
 from pathlib import Path
 
+import numpy as np
+
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.repository import ModelRepository, reference_of
 
@@ -47,8 +49,9 @@ def _samples(model: str, count: int):
     return samples[model][0][:count]
 
 
-def run_diverge(repository: Path, variant: str, out: Path, samples: int = 64) -> Path:
-    """Writes diverge.json, diverge.md and diverge.png into `out` and returns it."""
+def run_diverge(repository: Path, variant: str, out: Path, samples: int = 64, inputs: np.ndarray | None = None) -> Path:
+    """Writes diverge.json, diverge.md and diverge.png into `out` and returns it. `inputs`: the samples to run
+    (a user spec's, as the matrix has them); default the built-in spec's parity samples of the variant's model."""
     repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
     if variant not in repo.names():
         raise CrossdeployError(f"variant '{variant}' is not in the repository {repo.root}")
@@ -62,7 +65,7 @@ def run_diverge(repository: Path, variant: str, out: Path, samples: int = 64) ->
     if reference is None:
         raise CrossdeployError(f"{variant}: no eager reference variant of {config.model} in the repository")
     onnx_variant = _onnx_variant(repo, config)
-    x = _samples(config.model, samples)
+    x = inputs[:samples] if inputs is not None else _samples(config.model, samples)
     torch_points = torch_leaf_outputs(repo, reference, x)
     capture = onnx_all_outputs(repo, onnx_variant, x)
     hops: list[Hop] = [align(torch_points, capture, config.tolerance, "torch -> ONNX", reference, onnx_variant)]
@@ -81,13 +84,14 @@ def run_diverge(repository: Path, variant: str, out: Path, samples: int = 64) ->
     return diverge_report.write(Path(out), report, hops)
 
 
-def first_divergence(repository: Path | ModelRepository, variant: str, out: Path) -> str | None:
+def first_divergence(repository: Path | ModelRepository, variant: str, out: Path,
+                     inputs: np.ndarray | None = None) -> str | None:
     """The diagnosis a failing variant's parity message carries: "first divergence: <hop> at <layer> -> <node>
     (<op>), max abs <x>, …" and where the plot is, or None when its chain is not one diverge follows."""
     repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
     if variant not in repo.names() or repo.config(variant).pathway not in CHAINS:
         return None
-    folder = run_diverge(repo, variant, out)
+    folder = run_diverge(repo, variant, out, inputs=inputs)
     found = [v for v in json.loads((folder / "diverge.json").read_text())["verdicts"] if v.startswith("first divergence")]
     return f"{variant}: {found[0] if found else 'no layer leaves the tolerance on the hops diagnosed'} (plot: {folder / 'diverge.png'})"
 

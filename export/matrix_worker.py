@@ -188,10 +188,21 @@ class SpecWorker:
             if parity.passed:
                 self.report("result", status="ok", step="parity", message="", **result)
             else:
-                self.report("result", status="parity failed", step="parity", message="\n".join(parity.failures[:4]),
-                            **result)
+                self.report("result", status="parity failed", step="parity",
+                            message="\n".join(parity.failures[:4] + self._diagnosis(config.name)), **result)
         finally:
             runtime.unload()
+
+    def _diagnosis(self, name: str) -> list[str]:
+        """Where the chain of a variant that failed parity first diverges (when diverge follows that chain)."""
+        from .diverge import first_divergence
+
+        try:  # still the parity step: a diagnosis that overruns the step's deadline is a parity failure
+            found = first_divergence(self.repository, name, Path(self.job["repository"]).parent / "diverge" / name,
+                                     inputs=next(iter(self.loaded.x.values())))
+        except Exception as exc:  # the diagnosis is extra: its failure must not hide the parity verdict
+            return [f"{name}: the layer-by-layer diagnosis failed: {first_lines(exc)}"]
+        return [found] if found else []
 
     def _parity(self, config, version: int, got: dict[str, np.ndarray], result: dict):
         from .parity import check_parity

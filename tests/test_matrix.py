@@ -4,6 +4,7 @@ into a running gateway, and every bad spec refused with exit code 2 and nothing 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import shutil
 import xml.etree.ElementTree as ET
 
@@ -138,6 +139,26 @@ def test_a_rejected_op_fails_exactly_its_pathway_with_the_converters_message(tmp
     assert all(r["status"] == "ok" and r["max_abs"] < 1e-4 for r in rows.values()), rows
     failures = ET.parse(out / "junit.xml").getroot().findall(".//failure")
     assert [f.get("type") for f in failures] == ["conversion failed"]
+
+
+def test_a_parity_failure_says_where_its_chain_first_diverges(tmp_path, workdir):
+    """The trained digits CNN held to a zero tolerance: torch-onnx fails parity by float rounding, and its row,
+    and the JUnit failure, name the hop and the layer where the chain first leaves that tolerance."""
+    builtin_spec = (Path(__file__).parents[1] / "models" / "specs" / "digits-cnn-pytorch.toml").read_text()
+    text = builtin_spec.replace('name = "digits-cnn"', 'name = "digits-cnn-strict"').replace('variant_prefix = ""', "")
+    text = text.replace('required = ["all"]', 'required = ["torch-onnx"]') + "\n[tolerance]\natol = 0.0\nrtol = 0.0\n"
+    spec = tmp_path / "strict.toml"
+    spec.write_text(text)
+    out = tmp_path / "report"
+    code = main(["matrix", str(spec), "--workdir", str(workdir), "--out", str(out), "--junit", str(out / "junit.xml"),
+                 "--no-latency", *pathway_flags("torch-eager", "torch-onnx")])
+    assert code == 1
+    rows = {r["pathway"]: r for r in json.loads((out / "matrix.json").read_text())["results"]}
+    failed = rows["torch-onnx"]
+    assert failed["status"] == "parity failed", failed
+    assert "first divergence: torch -> ONNX at" in failed["message"] and "diverge.png" in failed["message"], failed["message"]
+    (failure,) = ET.parse(out / "junit.xml").getroot().findall(".//failure")
+    assert "first divergence" in failure.text
 
 
 def test_a_hung_step_is_killed_at_the_timeout_and_the_matrix_goes_on(tmp_path, workdir):
