@@ -4,7 +4,9 @@ The source model (the eager variant, through its runtime adapter) and each artif
 samples (the model's parity samples); their intermediate tensors are matched (see diverge_align) and compared
 under the variant's own tolerance, the one rule parity applies to the final outputs. Chains diagnosed so far:
 torch -> ONNX (torch-onnx), then ONNX -> TFLite (torch-tflite, which onnx2tf converted from the torch-onnx
-variant's file). torch-savedmodel's onnx2tf hop is listed as not diagnosed yet, never skipped silently.
+variant's file); Keras -> ONNX (keras-onnx, through tf2onnx: diverge_keras), the first hop of keras-torchscript too.
+torch-savedmodel's onnx2tf hop and keras-torchscript's onnx2torch hop are listed as not diagnosed yet, never
+skipped silently.
 """
 
 from __future__ import annotations
@@ -22,12 +24,16 @@ from . import diverge_report
 from .diverge_align import Hop, align
 from .diverge_capture import onnx_all_outputs, torch_leaf_outputs
 
-# pathway -> (where its ONNX comes from, the hop after torch -> ONNX: diagnosed, not yet, or none)
+# pathway -> (where its ONNX comes from, the hop after source -> ONNX: diagnosed, not yet, or none)
 CHAINS = {
     "torch-onnx": ("torch-onnx", None),
     "torch-savedmodel": ("torch-onnx", "ONNX -> SavedModel (onnx2tf)"),
     "torch-tflite": ("torch-onnx", "ONNX -> TFLite (onnx2tf)"),
+    "keras-onnx": ("keras-onnx", None),
+    "keras-torchscript": ("keras-onnx", "ONNX -> TorchScript (onnx2torch)"),
 }
+NOT_YET = {"onnx2tf": "matching onnx2tf's SavedModel tensors to the ONNX nodes is not built yet",
+           "onnx2torch": "matching onnx2torch's modules to the ONNX nodes is not built yet"}
 
 
 def _onnx_variant(repository: ModelRepository, config) -> str:
@@ -57,7 +63,7 @@ def run_diverge(repository: Path, variant: str, out: Path, samples: int = 64, in
         raise CrossdeployError(f"variant '{variant}' is not in the repository {repo.root}")
     config = repo.config(variant)
     if config.pathway not in CHAINS:
-        raise CrossdeployError(f"{variant}: diverge follows chains that start torch -> ONNX in fp32 "
+        raise CrossdeployError(f"{variant}: diverge follows chains that go through ONNX in fp32 "
                                f"({', '.join(CHAINS)}); the {config.pathway} chain is not diagnosed yet")
     if samples < 1:
         raise CrossdeployError(f"--samples must be at least 1, not {samples}")
@@ -66,9 +72,15 @@ def run_diverge(repository: Path, variant: str, out: Path, samples: int = 64, in
         raise CrossdeployError(f"{variant}: no eager reference variant of {config.model} in the repository")
     onnx_variant = _onnx_variant(repo, config)
     x = inputs[:samples] if inputs is not None else _samples(config.model, samples)
-    torch_points = torch_leaf_outputs(repo, reference, x)
-    capture = onnx_all_outputs(repo, onnx_variant, x)
-    hops: list[Hop] = [align(torch_points, capture, config.tolerance, "torch -> ONNX", reference, onnx_variant)]
+    if config.source_framework == "keras":
+        from .diverge_keras import keras_hop
+
+        first, capture, read = keras_hop(repo, reference, onnx_variant, x, config.tolerance)
+    else:
+        torch_points = torch_leaf_outputs(repo, reference, x)
+        capture, read = onnx_all_outputs(repo, onnx_variant, x), len(torch_points)
+        first = align(torch_points, capture, config.tolerance, "torch -> ONNX", reference, onnx_variant)
+    hops: list[Hop] = [first]
     after = CHAINS[config.pathway][1]
     if config.format == "tflite":
         from .diverge_tflite import TFLITE_OPS, onnx_as_reference, tflite_all_tensors
@@ -76,11 +88,11 @@ def run_diverge(repository: Path, variant: str, out: Path, samples: int = 64, in
         hops.append(align(onnx_as_reference(capture), tflite_all_tensors(repo, variant, x), config.tolerance, after,
                           onnx_variant, variant, ops=TFLITE_OPS, labels=("ONNX node", "TFLite op")))
     elif after:
-        hops.append(Hop(after, onnx_variant, variant, "not diagnosed yet",
-                        "matching onnx2tf's SavedModel tensors to the ONNX nodes is not built yet"))
+        tool = after.split("(")[-1].rstrip(")")
+        hops.append(Hop(after, onnx_variant, variant, "not diagnosed yet", NOT_YET[tool]))
     chain = [reference, onnx_variant] + ([variant] if variant != onnx_variant else [])
     report = {"variant": variant, "model": config.model, "samples": int(len(x)), "chain": chain,
-              "tolerance": config.tolerance.describe(), "leaf_modules": len(torch_points)}
+              "tolerance": config.tolerance.describe(), "leaf_modules": read}
     return diverge_report.write(Path(out), report, hops)
 
 

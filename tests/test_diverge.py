@@ -201,8 +201,8 @@ def test_without_the_exporters_names_modules_are_matched_by_order_shape_and_op(r
 
 
 def test_a_variant_whose_chain_is_not_diagnosed_yet_is_refused_in_one_line(repository, tmp_path):
-    with pytest.raises(CrossdeployError, match=r"keras-onnx: diverge follows chains .* not diagnosed yet"):
-        run_diverge(repository.root, "keras-onnx", tmp_path / "out")
+    with pytest.raises(CrossdeployError, match=r"keras-tflite: diverge follows chains .* not diagnosed yet"):
+        run_diverge(repository.root, "keras-tflite", tmp_path / "out")
     with pytest.raises(CrossdeployError, match="'no-such' is not in the repository"):
         run_diverge(repository.root, "no-such", tmp_path / "out")
     assert not (tmp_path / "out").exists()

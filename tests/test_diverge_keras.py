@@ -1,0 +1,55 @@
+"""`crossdeploy diverge` on the Keras chains (Keras -> tf2onnx, then onnx2torch): the correct keras-onnx file
+aligns every Keras layer that computes with its ONNX node and reports no divergence; a weight planted wrong in
+one ONNX initializer is found at the node that uses it, on both chains built on that file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from crossdeploy.export.diverge import run_diverge
+
+from .test_diverge import assert_real_report, perturb
+
+
+def hops(folder) -> list[dict]:
+    return json.loads((folder / "diverge.json").read_text())["hops"]
+
+
+def test_the_correct_keras_onnx_chain_reports_no_divergence_and_aligns_every_layer_by_name(repository, tmp_path):
+    folder = run_diverge(repository.root, "keras-onnx", tmp_path / "out", samples=32)
+    [hop] = hops(folder)
+    assert hop["name"] == "keras -> ONNX" and hop["labels"] == ["Keras layer", "ONNX node"]
+    assert hop["status"] == "within tolerance" and hop["first_divergence"] is None
+    assert all(p["breaches"] == 0 and p["tolerance_ratio"] <= 1 for p in hop["points"])
+    assert all(p["matched_by"] == "name" for p in hop["points"])
+    matched = {p["module"]: p for p in hop["points"]}
+    # every layer that computes, up to the logits, has its node; tf2onnx folds each Conv2D into the
+    # BatchNormalization after it: the Conv node writes the batch norm's tensor and holds its output
+    assert {"rescaling", "batch_normalization", "re_lu", "batch_normalization_1", "re_lu_1", "max_pooling2d",
+            "flatten_2", "dense", "logits"} <= set(matched)
+    assert matched["batch_normalization_1"]["op_type"] == "Conv"
+    assert matched["re_lu"]["layout"] == "Keras NHWC compared as NCHW"
+    assert matched["logits"]["op_type"] == "Add" and matched["logits"]["shape"] == [32, 10]
+    unmatched = {u["module"]: u for u in hop["unmatched"]}
+    assert {u["type"] for u in unmatched.values()} <= {"Conv2D", "Reshape"}
+    assert all("fold" in unmatched[c]["reason"] for c in ("conv2d", "conv2d_1"))
+    assert len(matched) + len(unmatched) == json.loads((folder / "diverge.json").read_text())["leaf_modules"]
+    assert_real_report(folder)
+
+
+@pytest.mark.parametrize(("op_type", "which", "layer"), [("Conv", 1, "batch_normalization_1"), ("MatMul", 0, "dense")])
+def test_a_weight_planted_wrong_in_the_keras_onnx_file_is_found_at_its_layer(scratch_repository, tmp_path,
+                                                                             op_type, which, layer):
+    planted = perturb(scratch_repository, "keras-onnx", op_type, which)
+    for variant in ("keras-onnx", "keras-torchscript"):  # onnx2torch converted the same file
+        first_hop, *rest = hops(run_diverge(scratch_repository.root, variant, tmp_path / variant, samples=32))
+        assert first_hop["status"] == "diverges", variant
+        first = first_hop["points"][first_hop["first_divergence"]]
+        assert first["module"] == layer and first["node"].split("/")[:-1] == planted.split("/")[:-1], (variant, first)
+        assert all(p["breaches"] == 0 for p in first_hop["points"][:first_hop["first_divergence"]])
+        assert all(p["breaches"] for p in first_hop["points"][first_hop["first_divergence"]:])  # it carries on
+    assert [h["name"] for h in rest] == ["ONNX -> TorchScript (onnx2torch)"] and rest[0]["status"] == "not diagnosed yet"
+    text = (tmp_path / "keras-torchscript" / "diverge.md").read_text()
+    assert f"first divergence: keras -> ONNX at {layer} -> " in text
