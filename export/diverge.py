@@ -4,8 +4,8 @@ The source model (the eager variant, through its runtime adapter) and each artif
 samples (the model's parity samples); their intermediate tensors are matched (see diverge_align) and compared
 under the variant's own tolerance, the one rule parity applies to the final outputs. Chains diagnosed so far:
 torch -> ONNX (torch-onnx), then ONNX -> TFLite (torch-tflite, which onnx2tf converted from the torch-onnx
-variant's file); Keras -> ONNX (keras-onnx, through tf2onnx: diverge_keras), the first hop of keras-torchscript too.
-torch-savedmodel's onnx2tf hop and keras-torchscript's onnx2torch hop are listed as not diagnosed yet, never
+variant's file); Keras -> ONNX (keras-onnx, through tf2onnx: diverge_keras), then ONNX -> TorchScript
+(keras-torchscript, onnx2torch's modules). torch-savedmodel's onnx2tf hop is listed as not diagnosed yet, never
 skipped silently.
 """
 
@@ -32,8 +32,6 @@ CHAINS = {
     "keras-onnx": ("keras-onnx", None),
     "keras-torchscript": ("keras-onnx", "ONNX -> TorchScript (onnx2torch)"),
 }
-NOT_YET = {"onnx2tf": "matching onnx2tf's SavedModel tensors to the ONNX nodes is not built yet",
-           "onnx2torch": "matching onnx2torch's modules to the ONNX nodes is not built yet"}
 
 
 def _onnx_variant(repository: ModelRepository, config) -> str:
@@ -87,9 +85,13 @@ def run_diverge(repository: Path, variant: str, out: Path, samples: int = 64, in
 
         hops.append(align(onnx_as_reference(capture), tflite_all_tensors(repo, variant, x), config.tolerance, after,
                           onnx_variant, variant, ops=TFLITE_OPS, labels=("ONNX node", "TFLite op")))
+    elif config.format == "torchscript" and config.source_framework == "keras":
+        from .diverge_keras import onnx2torch_hop
+
+        hops.append(onnx2torch_hop(repo, capture, onnx_variant, variant, x, config.tolerance, after))
     elif after:
-        tool = after.split("(")[-1].rstrip(")")
-        hops.append(Hop(after, onnx_variant, variant, "not diagnosed yet", NOT_YET[tool]))
+        hops.append(Hop(after, onnx_variant, variant, "not diagnosed yet",
+                        "matching onnx2tf's SavedModel tensors to the ONNX nodes is not built yet"))
     chain = [reference, onnx_variant] + ([variant] if variant != onnx_variant else [])
     report = {"variant": variant, "model": config.model, "samples": int(len(x)), "chain": chain,
               "tolerance": config.tolerance.describe(), "leaf_modules": read}

@@ -10,6 +10,9 @@ a BatchNormalization into the Conv before it, the Conv node keeps the conv's nam
 tensor (`.../batch_normalization/FusedBatchNormV3:0`), so the node holds the batch norm's output and the Conv2D is
 listed as fused. The layout ops tf2onnx inserts (names ending `__<n>`) belong to no layer. Keras tensors are
 channels-last and tf2onnx's convolutions channels-first: Keras 4-D outputs are compared as NCHW.
+
+Then, for keras-torchscript, the ONNX -> TorchScript hop (onnx2torch): the ONNX node outputs are the reference,
+and onnx2torch's submodules, named after the nodes they converted, are matched to them by name.
 """
 
 from __future__ import annotations
@@ -98,4 +101,59 @@ def keras_hop(repository, reference: str, onnx_variant: str, samples: np.ndarray
     return hop, capture, len(layers)
 
 
-__all__ = ["HOP", "keras_hop", "keras_layer_outputs", "rescope"]
+def onnx2torch_all_outputs(repository, variant: str, samples: np.ndarray, threads: int = 2) -> OnnxCapture:
+    """Every submodule's output of the TorchScript file onnx2torch wrote. onnx2torch names each submodule after
+    the ONNX node it converted, and the scripted forward is a flat sequence of attribute reads and submodule
+    calls: it is replayed here call by call (the same modules, the same arguments, in the same order), keeping
+    each call's output. A forward with any other statement is refused rather than guessed at."""
+    import torch
+
+    from crossdeploy.runtimes import open_runtime
+
+    from .diverge_capture import OnnxPoint
+
+    runtime = open_runtime(repository, variant, threads=threads).load()
+    try:
+        torch.set_num_threads(threads)
+        model = runtime.model
+        graph_inputs = list(model.graph.inputs())
+        x = torch.from_numpy(np.ascontiguousarray(samples))
+        env, names = {graph_inputs[0]: model, graph_inputs[1]: x}, {graph_inputs[1]: "input"}
+        points, attributes = [], set()
+        with torch.inference_mode():
+            for index, node in enumerate(model.graph.nodes()):
+                ins, out = list(node.inputs()), node.output()
+                if node.kind() == "prim::GetAttr":
+                    env[out], names[out] = getattr(env[ins[0]], node.s("name")), node.s("name")
+                    attributes.add(node.s("name"))
+                elif node.kind() == "prim::CallMethod" and node.s("name") == "forward":
+                    module = env[ins[0]]
+                    env[out], names[out] = module(*[env[i] for i in ins[1:]]), names[ins[0]]
+                    if isinstance(env[out], torch.Tensor) and env[out].is_floating_point():
+                        points.append(OnnxPoint(index, names[ins[0]], module.original_name, names[ins[0]],
+                                                [names[i] for i in ins[1:]], names[ins[0]], None,
+                                                env[out].numpy().copy()))
+                else:
+                    raise ValueError(f"its forward has a {node.kind()} statement, not only submodule calls")
+            replayed = env[next(iter(model.graph.outputs()))]
+            if not torch.equal(replayed, model(x)):
+                raise ValueError("replaying its forward call by call does not give its own output")
+        return OnnxCapture(points, ["input"], attributes - {p.node for p in points})
+    finally:
+        runtime.unload()
+
+
+def onnx2torch_hop(repository, capture: OnnxCapture, onnx_variant: str, variant: str, samples: np.ndarray,
+                   tolerance, name: str) -> Hop:
+    """ONNX node outputs (the reference: what onnx2torch was given) against the submodules named after them."""
+    from .diverge_tflite import onnx_as_reference
+
+    try:
+        target = onnx2torch_all_outputs(repository, variant, samples)
+    except ValueError as error:
+        return Hop(name, onnx_variant, variant, "cannot be matched", f"{variant}: {error}", labels=["ONNX node", "module"])
+    return align(onnx_as_reference(capture), target, tolerance, name, onnx_variant, variant,
+                 labels=("ONNX node", "onnx2torch module"))
+
+
+__all__ = ["HOP", "keras_hop", "keras_layer_outputs", "onnx2torch_all_outputs", "onnx2torch_hop", "rescope"]

@@ -1,11 +1,13 @@
 """`crossdeploy diverge` on the Keras chains (Keras -> tf2onnx, then onnx2torch): the correct keras-onnx file
-aligns every Keras layer that computes with its ONNX node and reports no divergence; a weight planted wrong in
-one ONNX initializer is found at the node that uses it, on both chains built on that file."""
+aligns every Keras layer that computes with its ONNX node, and every ONNX node with its onnx2torch module, and
+reports no divergence; a weight planted wrong in one ONNX initializer is found at the node that uses it, on both
+chains built on that file and on both hops."""
 
 from __future__ import annotations
 
 import json
 
+import onnx
 import pytest
 
 from crossdeploy.export.diverge import run_diverge
@@ -50,6 +52,24 @@ def test_a_weight_planted_wrong_in_the_keras_onnx_file_is_found_at_its_layer(scr
         assert first["module"] == layer and first["node"].split("/")[:-1] == planted.split("/")[:-1], (variant, first)
         assert all(p["breaches"] == 0 for p in first_hop["points"][:first_hop["first_divergence"]])
         assert all(p["breaches"] for p in first_hop["points"][first_hop["first_divergence"]:])  # it carries on
-    assert [h["name"] for h in rest] == ["ONNX -> TorchScript (onnx2torch)"] and rest[0]["status"] == "not diagnosed yet"
+    # onnx2torch converted the file before the weight moved: its module of that very node parts from the ONNX
+    [torchscript] = rest
+    assert torchscript["status"] == "diverges"
+    first = torchscript["points"][torchscript["first_divergence"]]
+    assert first["module"] == first["node"] == planted, first
+    assert all(p["breaches"] == 0 for p in torchscript["points"][:torchscript["first_divergence"]])
     text = (tmp_path / "keras-torchscript" / "diverge.md").read_text()
     assert f"first divergence: keras -> ONNX at {layer} -> " in text
+    assert f"first divergence: ONNX -> TorchScript (onnx2torch) at {planted} -> {planted}" in text
+
+
+def test_the_correct_keras_torchscript_chain_matches_every_onnx_node_to_its_onnx2torch_module(repository, tmp_path):
+    keras, torchscript = hops(run_diverge(repository.root, "keras-torchscript", tmp_path / "out", samples=16))
+    assert keras["name"] == "keras -> ONNX" and keras["status"] == "within tolerance"
+    assert torchscript["name"] == "ONNX -> TorchScript (onnx2torch)" and torchscript["status"] == "within tolerance"
+    assert torchscript["labels"] == ["ONNX node", "onnx2torch module"]
+    # onnx2torch names each module after its ONNX node: every node, tf2onnx's layout ops included, has its module
+    folder = repository.version_dir("keras-onnx", repository.get("keras-onnx")[1].version)
+    nodes = [n.name for n in onnx.load(str(folder / "model.onnx")).graph.node]
+    assert [p["module"] for p in torchscript["points"]] == nodes and not torchscript["unmatched"]
+    assert all(p["node"] == p["module"] and p["matched_by"] == "name" and p["breaches"] == 0 for p in torchscript["points"])
