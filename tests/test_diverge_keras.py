@@ -11,6 +11,7 @@ import onnx
 import pytest
 
 from crossdeploy.export.diverge import run_diverge
+from crossdeploy.repository import ModelRepository, record_files
 
 from .test_diverge import assert_real_report, perturb
 
@@ -73,3 +74,37 @@ def test_the_correct_keras_torchscript_chain_matches_every_onnx_node_to_its_onnx
     nodes = [n.name for n in onnx.load(str(folder / "model.onnx")).graph.node]
     assert [p["module"] for p in torchscript["points"]] == nodes and not torchscript["unmatched"]
     assert all(p["node"] == p["module"] and p["matched_by"] == "name" and p["breaches"] == 0 for p in torchscript["points"])
+
+
+def anonymize(repository: ModelRepository, variant: str) -> None:
+    """The ONNX file as a converter that keeps no TF names would write it: nodes and inner tensors renamed."""
+    config, record = repository.get(variant)
+    folder = repository.version_dir(variant, record.version)
+    model = onnx.load(str(folder / "model.onnx"))
+    kept = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer}
+    renamed: dict[str, str] = {}
+    for index, node in enumerate(model.graph.node):
+        node.name = f"n{index}"
+        for i, name in enumerate(node.output):
+            if name not in kept:
+                node.output[i] = renamed.setdefault(name, f"t{len(renamed)}")
+        for i, name in enumerate(node.input):
+            node.input[i] = renamed.get(name, name)
+    for output in model.graph.output:  # the output too: tf2onnx names it after the Keras layer it comes from
+        output.name = renamed[output.name]
+    onnx.save(model, str(folder / "model.onnx"))
+    record.files = record_files(folder)
+    repository.write_config(config)
+
+
+def test_without_tf_names_keras_layers_are_matched_by_order_shape_and_op(scratch_repository, tmp_path):
+    named = {p["module"]: p["node"] for p in hops(run_diverge(scratch_repository.root, "keras-onnx", tmp_path / "named",
+                                                                samples=16))[0]["points"]}
+    folder = scratch_repository.version_dir("keras-onnx", scratch_repository.get("keras-onnx")[1].version)
+    nodes = [n.name for n in onnx.load(str(folder / "model.onnx")).graph.node]
+    anonymize(scratch_repository, "keras-onnx")
+    [hop] = hops(run_diverge(scratch_repository.root, "keras-onnx", tmp_path / "out", samples=16))
+    assert hop["status"] == "within tolerance" and all(p["matched_by"] == "order+shape" for p in hop["points"])
+    # positions survive the renaming: every layer the names matched takes the same node by order, shape and op
+    by_order = {p["module"]: nodes[int(p["node"][1:])] for p in hop["points"]}
+    assert {layer: by_order.get(layer) for layer in named} == named
