@@ -22,7 +22,6 @@ from .registry import ModelRegistry, Retired, Served
 
 
 T = TypeVar("T")
-RELOAD_RETRIES = 3  # a reload takes tens of ms: landing between look-up and submission 4 times running is a storm
 
 
 @dataclass
@@ -115,16 +114,20 @@ class Gateway:
         timings = timings if timings is not None else Timings()
         served = None
         try:
-            for attempt in range(RELOAD_RETRIES + 1):
+            decoded_for = inputs = None
+            while True:
                 served = self.registry.get(name, parse_version(name, version))
                 refuse_if_busy(served, 1)
-                inputs = decode(served)
-                timings.decode_ns = time.perf_counter_ns() - start
+                if served.config != decoded_for:  # a reload that kept the config keeps the decoded inputs
+                    inputs, decoded_for = decode(served), served.config
+                    timings.decode_ns = time.perf_counter_ns() - start
                 try:
                     outputs = await run(served, inputs, timings, self.inline_ns)
                     break
-                except Retired:  # reloaded between look-up and submission: the replacement answers
-                    if attempt == RELOAD_RETRIES:  # reloaded again each time: say so rather than loop
+                except Retired:  # reloaded while it waited for the executor: the replacement answers
+                    # A storm of reloads can retire the entry each time the request waits for the gate; it is
+                    # retried until its deadline rather than a fixed number of times.
+                    if time.perf_counter_ns() - start > self.limits.deadline_s * 1e9:
                         raise ModelNotReady(name, "reloaded repeatedly while this request waited; retry") from None
             encode_start = time.perf_counter_ns()
             response = encode(served, outputs)
