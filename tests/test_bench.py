@@ -276,17 +276,13 @@ def test_engines_default_to_both_only_on_a_full_run_and_refuse_what_they_cannot_
         choose(["ray"], quick=False, partial=False, url="http://127.0.0.1:1")
 
 
-def test_bench_cli_refuses_an_unknown_variant_in_one_line(tmp_path):
+@pytest.mark.parametrize("option, value, message", [
+    ("--variants", "nope", "--variants: not in the repository: nope (known: torch-onnx)"),
+    ("--engines", "inprocess,kubernetes", "--engines: unknown: kubernetes (known: inprocess, ray)"),
+])
+def test_bench_cli_refuses_an_unknown_name_in_one_line(tmp_path, option, value, message):
     (tmp_path / "repo" / "torch-onnx").mkdir(parents=True)
     result = subprocess.run([sys.executable, "-m", "crossdeploy.cli", "bench", "--repository", str(tmp_path / "repo"),
-                             "--variants", "nope", "--out", str(tmp_path / "out")], capture_output=True, text=True)
+                             option, value, "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == "crossdeploy: error: --variants: not in the repository: nope (known: torch-onnx)"
-
-
-def test_bench_cli_refuses_an_unknown_engine_in_one_line(tmp_path):
-    (tmp_path / "repo" / "torch-onnx").mkdir(parents=True)
-    result = subprocess.run([sys.executable, "-m", "crossdeploy.cli", "bench", "--repository", str(tmp_path / "repo"),
-                             "--engines", "inprocess,kubernetes", "--out", str(tmp_path / "out")], capture_output=True, text=True)
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == "crossdeploy: error: --engines: unknown: kubernetes (known: inprocess, ray)"
+    assert result.stderr.strip().splitlines()[-1] == f"crossdeploy: error: {message}"
