@@ -2,11 +2,16 @@
 
 The source model (the eager variant, through its runtime adapter) and each artifact of the chain run on the same
 samples (the model's parity samples); their intermediate tensors are matched (see diverge_align) and compared
-under the variant's own tolerance, the one rule parity applies to the final outputs. Chains diagnosed so far:
-torch -> ONNX (torch-onnx), then ONNX -> TFLite (torch-tflite, which onnx2tf converted from the torch-onnx
-variant's file); Keras -> ONNX (keras-onnx, through tf2onnx: diverge_keras), then ONNX -> TorchScript
-(keras-torchscript, onnx2torch's modules). torch-savedmodel's onnx2tf hop is listed as not diagnosed yet, never
-skipped silently.
+under the variant's own tolerance, the one rule parity applies to the final outputs (an int8 tensor: under
+INT8_STEPS of its own quantization step, since int8 parity compares no values). Every non-reference pathway is
+followed; what each hop matches, and how:
+- through ONNX: torch -> ONNX (module scopes), then ONNX -> TFLite / SavedModel (onnx2tf: order, shape, op;
+  diverge_tflite, diverge_tf) or ONNX -> ONNX int8 (onnxruntime QDQ: tensor names; diverge_int8); Keras -> ONNX
+  (tf2onnx: name scopes), then ONNX -> TorchScript (onnx2torch: node names; diverge_keras);
+- straight from the source: Keras -> SavedModel / TFLite (fp32, int8) by layer name scopes (diverge_tf);
+  torch -> torch.export (nn_module_stack), TorchScript (submodules by qualified name), AOTInductor and ExecuTorch
+  (compiled: the final output only, and why; diverge_torch).
+A hop whose tensors cannot be matched says so and why, never skipped silently.
 """
 
 from __future__ import annotations
@@ -18,19 +23,29 @@ from pathlib import Path
 import numpy as np
 
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.repository import ModelRepository, reference_of
+from crossdeploy.repository import ModelRepository, Tolerance, default_tolerance, reference_of
 
 from . import diverge_report
 from .diverge_align import Hop, align
 from .diverge_capture import onnx_all_outputs, torch_leaf_outputs
+from .diverge_tf import INT8_STEPS
 
-# pathway -> (where its ONNX comes from, the hop after source -> ONNX: diagnosed, not yet, or none)
+# pathway -> (the pathway whose ONNX file its chain goes through, None when it goes straight from the source; the
+# hop after that ONNX file, or the one hop from the source)
 CHAINS = {
     "torch-onnx": ("torch-onnx", None),
+    "torch-onnx-int8": ("torch-onnx", "ONNX -> ONNX int8 (onnxruntime QDQ)"),
     "torch-savedmodel": ("torch-onnx", "ONNX -> SavedModel (onnx2tf)"),
     "torch-tflite": ("torch-onnx", "ONNX -> TFLite (onnx2tf)"),
     "keras-onnx": ("keras-onnx", None),
     "keras-torchscript": ("keras-onnx", "ONNX -> TorchScript (onnx2torch)"),
+    "keras-savedmodel": (None, "keras -> SavedModel"),
+    "keras-tflite": (None, "keras -> TFLite"),
+    "keras-tflite-int8": (None, "keras -> TFLite int8"),
+    "torch-torchscript": (None, "torch -> TorchScript"),
+    "torch-export": (None, "torch -> torch.export"),
+    "torch-aoti": (None, "torch -> AOTInductor"),
+    "torch-executorch": (None, "torch -> ExecuTorch"),
 }
 
 
@@ -53,6 +68,59 @@ def _samples(model: str, count: int):
     return samples[model][0][:count]
 
 
+def _float(tolerance: Tolerance) -> Tolerance:
+    """The tolerance for tensors compared by value: an int8 variant's compares none, its float tensors keep fp32's."""
+    return tolerance if tolerance.atol is not None else default_tolerance("fp32")
+
+
+def _through_onnx(repo: ModelRepository, config, reference: str, x: np.ndarray) -> tuple[list[Hop], list[str], int]:
+    onnx_variant = _onnx_variant(repo, config)
+    tolerance = config.tolerance if config.tolerance.atol is not None else _float(repo.config(onnx_variant).tolerance)
+    if config.source_framework == "keras":
+        from .diverge_keras import keras_hop
+
+        first, capture, read = keras_hop(repo, reference, onnx_variant, x, tolerance)
+    else:
+        torch_points = torch_leaf_outputs(repo, reference, x)
+        capture, read = onnx_all_outputs(repo, onnx_variant, x), len(torch_points)
+        first = align(torch_points, capture, tolerance, "torch -> ONNX", reference, onnx_variant)
+    hops: list[Hop] = [first]
+    after, variant = CHAINS[config.pathway][1], config.name
+    if config.format == "tflite":
+        from .diverge_tflite import TFLITE_OPS, onnx_as_reference, tflite_all_tensors
+
+        hops.append(align(onnx_as_reference(capture), tflite_all_tensors(repo, variant, x), tolerance, after,
+                          onnx_variant, variant, ops=TFLITE_OPS, labels=("ONNX node", "TFLite op")))
+    elif config.format == "savedmodel":
+        from .diverge_tf import onnx2tf_savedmodel_hop
+
+        hops.append(onnx2tf_savedmodel_hop(repo, capture, onnx_variant, variant, x, tolerance, after))
+    elif config.format == "torchscript":
+        from .diverge_keras import onnx2torch_hop
+
+        hops.append(onnx2torch_hop(repo, capture, onnx_variant, variant, x, tolerance, after))
+    elif after:  # the int8 file quantized from the fp32 one
+        from .diverge_int8 import int8_hop
+
+        hops.append(int8_hop(repo, capture, onnx_variant, variant, x, tolerance, after))
+    return hops, [reference, onnx_variant] + ([variant] if variant != onnx_variant else []), read
+
+
+def _from_source(repo: ModelRepository, config, reference: str, x: np.ndarray) -> tuple[list[Hop], list[str], int]:
+    name = CHAINS[config.pathway][1]
+    if config.source_framework == "keras":
+        from .diverge_tf import keras_savedmodel_hop, keras_tflite_hop
+
+        build = keras_savedmodel_hop if config.format == "savedmodel" else keras_tflite_hop
+        hop, read = build(repo, reference, config.name, x, _float(config.tolerance), name)
+    else:
+        from .diverge_torch import torch_native_hop
+
+        source = torch_leaf_outputs(repo, reference, x)
+        hop, read = torch_native_hop(repo, config, reference, x, source), len(source)
+    return [hop], [reference, config.name], read
+
+
 def run_diverge(repository: Path, variant: str, out: Path, samples: int = 64, inputs: np.ndarray | None = None) -> Path:
     """Writes diverge.json, diverge.md and diverge.png into `out` and returns it. `inputs`: the samples to run
     (a user spec's, as the matrix has them); default the built-in spec's parity samples of the variant's model."""
@@ -61,40 +129,21 @@ def run_diverge(repository: Path, variant: str, out: Path, samples: int = 64, in
         raise CrossdeployError(f"variant '{variant}' is not in the repository {repo.root}")
     config = repo.config(variant)
     if config.pathway not in CHAINS:
-        raise CrossdeployError(f"{variant}: diverge follows chains that go through ONNX in fp32 "
-                               f"({', '.join(CHAINS)}); the {config.pathway} chain is not diagnosed yet")
+        raise CrossdeployError(f"{variant}: diverge follows a variant's chain from its eager reference, and "
+                               f"{config.pathway} is that reference (or a pathway it does not know): nothing to follow")
     if samples < 1:
         raise CrossdeployError(f"--samples must be at least 1, not {samples}")
     reference = reference_of(config, repo.list())
     if reference is None:
         raise CrossdeployError(f"{variant}: no eager reference variant of {config.model} in the repository")
-    onnx_variant = _onnx_variant(repo, config)
     x = inputs[:samples] if inputs is not None else _samples(config.model, samples)
-    if config.source_framework == "keras":
-        from .diverge_keras import keras_hop
-
-        first, capture, read = keras_hop(repo, reference, onnx_variant, x, config.tolerance)
-    else:
-        torch_points = torch_leaf_outputs(repo, reference, x)
-        capture, read = onnx_all_outputs(repo, onnx_variant, x), len(torch_points)
-        first = align(torch_points, capture, config.tolerance, "torch -> ONNX", reference, onnx_variant)
-    hops: list[Hop] = [first]
-    after = CHAINS[config.pathway][1]
-    if config.format == "tflite":
-        from .diverge_tflite import TFLITE_OPS, onnx_as_reference, tflite_all_tensors
-
-        hops.append(align(onnx_as_reference(capture), tflite_all_tensors(repo, variant, x), config.tolerance, after,
-                          onnx_variant, variant, ops=TFLITE_OPS, labels=("ONNX node", "TFLite op")))
-    elif config.format == "torchscript" and config.source_framework == "keras":
-        from .diverge_keras import onnx2torch_hop
-
-        hops.append(onnx2torch_hop(repo, capture, onnx_variant, variant, x, config.tolerance, after))
-    elif after:
-        hops.append(Hop(after, onnx_variant, variant, "not diagnosed yet",
-                        "matching onnx2tf's SavedModel tensors to the ONNX nodes is not built yet"))
-    chain = [reference, onnx_variant] + ([variant] if variant != onnx_variant else [])
+    plan = _from_source if CHAINS[config.pathway][0] is None else _through_onnx
+    hops, chain, read = plan(repo, config, reference, x)
+    tolerance = config.tolerance.describe()
+    if config.tolerance.atol is None:
+        tolerance += f"; int8 tensors here: |a-b| <= {INT8_STEPS} of their quantization steps, float ones fp32's"
     report = {"variant": variant, "model": config.model, "samples": int(len(x)), "chain": chain,
-              "tolerance": config.tolerance.describe(), "leaf_modules": read}
+              "tolerance": tolerance, "leaf_modules": read}
     return diverge_report.write(Path(out), report, hops)
 
 

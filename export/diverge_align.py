@@ -36,6 +36,7 @@ class Point:
     breaches: int
     size: int
     inputs: list[dict] = field(default_factory=list)  # each input: name, what it is, its error when known
+    atol: float | None = None  # the point's own bound when it has one (an int8 tensor's), else the hop's tolerance
 
 
 @dataclass
@@ -129,19 +130,19 @@ def _by_order(torch_points: list[TorchPoint], capture: OnnxCapture,
     return found
 
 
-def _why_unmatched(point: TorchPoint, nodes: list[OnnxPoint], next_node: OnnxPoint | None) -> str:
+def _why_unmatched(point: TorchPoint, nodes: list[OnnxPoint], next_node: OnnxPoint | None, label: str = "ONNX node") -> str:
     if point.identity:
         return "returns its input unchanged at inference: the exporter emits no node for it"
     own = [n for n in nodes if n.scope == point.module]
     if own:
         shapes = sorted({str(list(n.value.shape)) for n in own})
-        return f"its ONNX nodes' outputs have shapes {', '.join(shapes)}, the module's {list(point.value.shape)}"
+        return f"its {label}s' outputs have shapes {', '.join(shapes)}, the module's {list(point.value.shape)}"
     if next_node is not None and next_node.rule:
-        return f"no ONNX node of its own: fused into {next_node.node} ({next_node.op_type}) by the rewrite rule {next_node.rule}"
+        return f"no {label} of its own: fused into {next_node.node} ({next_node.op_type}) by the rewrite rule {next_node.rule}"
     if next_node is not None and next_node.scope is None:
         return (f"no node of its shape and op between its neighbours' matches (fused into {next_node.node} "
                 f"({next_node.op_type}), or computed by ops with no counterpart here)")
-    return "no ONNX node carries its name"
+    return f"no {label} carries its name"
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, tolerance: Tolerance) -> dict:
@@ -158,8 +159,10 @@ def compare(reference: np.ndarray, candidate: np.ndarray, tolerance: Tolerance) 
 
 
 def align(torch_points: list[TorchPoint], capture: OnnxCapture, tolerance: Tolerance, name: str, source: str,
-          target: str, ops: dict[str, set[str]] | None = None, labels: tuple[str, str] = ("module", "ONNX node")) -> Hop:
-    """`ops`: which target ops may hold each source kind's output (default: torch module -> ONNX)."""
+          target: str, ops: dict[str, set[str]] | None = None, labels: tuple[str, str] = ("module", "ONNX node"),
+          bounds: dict[str, Tolerance] | None = None) -> Hop:
+    """`ops`: which target ops may hold each source kind's output (default: torch module -> ONNX). `bounds`: the
+    tolerance of the target tensors (by name) that have their own (an int8 tensor's quantization step)."""
     nodes = capture.points
     named = _by_name(torch_points, nodes)
     method = "name"
@@ -173,9 +176,11 @@ def align(torch_points: list[TorchPoint], capture: OnnxCapture, tolerance: Toler
     by_output: dict[str, Point] = {}
     torch_by_module = {p.module: p for p in torch_points}
     for depth, (module, (node, value, layout)) in enumerate(order):
-        stats = compare(torch_by_module[module].value, value, tolerance)
+        bound = (bounds or {}).get(node.output)
+        stats = compare(torch_by_module[module].value, value, bound or tolerance)
         point = Point(depth, module, torch_by_module[module].kind,
                       node.node, node.op_type, node.output, list(value.shape), method, layout, **stats)
+        point.atol = bound.atol if bound is not None else None
         point.inputs = [_input_error(i, capture, by_output) for i in node.inputs]
         by_output[node.output] = point
         points.append(point)
@@ -184,7 +189,7 @@ def align(torch_points: list[TorchPoint], capture: OnnxCapture, tolerance: Toler
         if point.module not in named:
             later = [named[p.module][0] for p in torch_points[torch_points.index(point) + 1:] if p.module in named]
             unmatched.append({"module": point.module, "type": point.kind,
-                              "reason": _why_unmatched(point, nodes, later[0] if later else None)})
+                              "reason": _why_unmatched(point, nodes, later[0] if later else None, labels[1])})
     first = next((p.depth for p in points if p.breaches), None)
     status, reason = ("diverges" if first is not None else "within tolerance"), ""
     if method == "order+shape" and first is not None and not points[-1].breaches:

@@ -1,7 +1,7 @@
 """Intermediate tensors of both ends of the torch -> ONNX hop, on the same samples.
 
 PyTorch: a forward hook on every leaf module of the eager variant's model (built by its runtime adapter from the
-repository, so the weights are the ones the chain started from). ONNX: as Polygraphy's `--onnx-outputs mark all`
+repository, so the weights are the ones the chain started from; runtimes/introspect_torch). ONNX: as Polygraphy's `--onnx-outputs mark all`
 does, an in-memory copy of the artifact with every node output added to the graph outputs, run by onnxruntime.
 The artifact's bytes are checked against the config's sha256 by the adapter before anything reads them.
 """
@@ -44,37 +44,13 @@ class OnnxCapture:
 def torch_leaf_outputs(repository, reference: str, samples: np.ndarray, threads: int = 2) -> list[TorchPoint]:
     """The first output of every module that is a leaf of the call tree, in call order: a leaf module, or one
     whose submodules never run (nn.MultiheadAttention computes through its out_proj's weights, not its forward)."""
-    import torch
-
     from crossdeploy.runtimes import open_runtime
+    from crossdeploy.runtimes.introspect_torch import eager_leaf_outputs
 
-    runtime = open_runtime(repository, reference, threads=threads).load()
-    model = runtime.model
-    captured: dict[str, TorchPoint] = {}
-    handles = []
-
-    def hook_for(name: str):
-        def hook(module, args, output):
-            tensor = output[0] if isinstance(output, (tuple, list)) else output
-            if name not in captured and isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
-                # the very object, not equal values: a ReLU of non-negative samples computes, and is exported
-                same = bool(args) and tensor is args[0]
-                captured[name] = TorchPoint(name, type(module).__name__, tensor.detach().numpy().copy(), same)
-        return hook
-
-    for name, module in model.named_modules():
-        if name:
-            handles.append(module.register_forward_hook(hook_for(name)))
-    try:
-        torch.set_num_threads(threads)
-        with torch.inference_mode():
-            model(torch.from_numpy(np.ascontiguousarray(samples)))
-    finally:
-        for handle in handles:
-            handle.remove()
-        runtime.unload()
+    captured = eager_leaf_outputs(open_runtime(repository, reference, threads=threads), samples, threads)
     # hooks fire innermost first: order by the first call is by completion, which is the data's order for leaves
-    return [p for p in captured.values() if not any(other.startswith(p.module + ".") for other in captured)]
+    return [TorchPoint(c.name, c.kind, c.value, c.same_as_input) for c in captured
+            if not any(other.name.startswith(c.name + ".") for other in captured)]
 
 
 def node_scope(node) -> str | None:

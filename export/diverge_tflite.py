@@ -35,7 +35,7 @@ def tflite_all_tensors(repository, variant: str, samples: np.ndarray, threads: i
     from crossdeploy.runtimes import open_runtime
     from crossdeploy.runtimes.introspect import tflite_intermediates
 
-    ops, names, values, entry = tflite_intermediates(open_runtime(repository, variant, threads=threads), samples, threads)
+    ops, names, values, entry, _ = tflite_intermediates(open_runtime(repository, variant, threads=threads), samples, threads)
     produced = {i for op in ops for i in op["outputs"]}
     points = []
     for op in ops:

@@ -30,9 +30,10 @@ def onnx_intermediates(runtime: Runtime, outputs: list[str], samples: np.ndarray
     return dict(zip(names, session.run(None, {first_input: np.ascontiguousarray(samples)})))
 
 
-def tflite_intermediates(runtime: Runtime, samples: np.ndarray, threads: int = 2) -> tuple[list[dict], dict[int, str], dict[int, np.ndarray], dict]:
-    """(ops, tensor names, tensor values, input details) of one run of the TFLite artifact with every tensor
-    preserved (`experimental_preserve_all_tensors`)."""
+def tflite_intermediates(runtime: Runtime, samples: np.ndarray, threads: int = 2) -> tuple[list[dict], dict[int, str], dict[int, np.ndarray], dict, dict[int, float]]:
+    """(ops, tensor names, tensor values, input details, quantization steps) of one run of the TFLite artifact
+    with every tensor preserved (`experimental_preserve_all_tensors`). A quantized (int8) op output is given
+    dequantized, `(q - zero_point) * scale`, and its scale (one quantization step) is in the last item."""
     from ai_edge_litert.interpreter import Interpreter
 
     runtime.verify()
@@ -45,7 +46,14 @@ def tflite_intermediates(runtime: Runtime, samples: np.ndarray, threads: int = 2
     interpreter.allocate_tensors()
     interpreter.set_tensor(entry["index"], np.ascontiguousarray(samples, dtype=entry["dtype"]))
     interpreter.invoke()
-    names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
     ops = interpreter._get_ops_details()  # the only listing of ops with their tensors LiteRT's Python API has
-    values = {i: interpreter.get_tensor(i).copy() for op in ops for i in op["outputs"]}
-    return ops, names, values, entry
+    values, steps = {}, {}
+    for index in {i for op in ops for i in op["outputs"]}:
+        value = interpreter.get_tensor(index).copy()
+        scales = details[index]["quantization_parameters"]["scales"]
+        if np.issubdtype(value.dtype, np.integer) and len(scales) == 1:  # activations: one scale per tensor
+            zero = float(details[index]["quantization_parameters"]["zero_points"][0])
+            value, steps[index] = ((value.astype(np.float64) - zero) * float(scales[0])).astype(np.float32), float(scales[0])
+        values[index] = value
+    return ops, {i: d["name"] for i, d in details.items()}, values, entry, steps

@@ -1,0 +1,120 @@
+"""PyTorch artifacts run with their intermediate tensors kept, for export/diverge*.py: the eager model's leaf
+modules, a torch.export program's nodes, a TorchScript file's submodules. Each loads through its adapter
+(`Runtime.load` verifies the sha256 first) and unloads when done."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import Runtime
+
+
+@dataclass
+class Captured:
+    name: str  # module path, or node name
+    kind: str  # module class, or the node's op
+    value: np.ndarray
+    module: str | None = None  # for a node: the innermost module path torch.export recorded for it
+    inputs: tuple[str, ...] = ()
+    same_as_input: bool = False  # a module that returned its very input (eval-mode Dropout)
+
+
+def _tensor(output):
+    import torch
+
+    tensor = output[0] if isinstance(output, (tuple, list)) else output
+    return tensor if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() else None
+
+
+def eager_leaf_outputs(runtime: Runtime, samples: np.ndarray, threads: int = 2, replace=None) -> list[Captured]:
+    """The first output of every module of the eager model, in completion order (a forward hook on each).
+    `replace(name, module, args, kwargs)`, if given, may return a tensor that replaces the module's output
+    downstream (None: keep the module's own)."""
+    import torch
+
+    runtime.load()
+    captured: dict[str, Captured] = {}
+    handles = []
+
+    producers: dict[int, str] = {}  # id of a tensor a module returned -> the module (kept alive in `alive`)
+    alive = []
+
+    def hook_for(name: str):
+        def hook(module, args, kwargs, output):
+            new = replace(name, module, args, kwargs) if replace is not None else None
+            tensor = _tensor(output if new is None else new)
+            if name not in captured and tensor is not None:
+                # the very object, not equal values: a ReLU of non-negative samples computes, and is exported
+                same = bool(args) and tensor is args[0]
+                inputs = tuple(producers.get(id(a), "eager code") for a in args if isinstance(a, torch.Tensor))
+                captured[name] = Captured(name, type(module).__name__, tensor.detach().numpy().copy(),
+                                          inputs=inputs, same_as_input=same)
+                producers[id(tensor)] = name
+                alive.append(tensor)
+            return new
+        return hook
+
+    try:
+        model = runtime.model
+        for name, module in model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(hook_for(name), with_kwargs=True))
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(samples))
+            producers[id(x)] = "input"
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+        runtime.unload()
+    return list(captured.values())
+
+
+def scripted_submodules(runtime: Runtime) -> dict[str, object]:
+    """The loaded TorchScript file's submodules by qualified name (torch.jit.trace keeps the module tree)."""
+    runtime.load()
+    return dict(runtime.model.named_modules())
+
+
+def exported_node_outputs(runtime: Runtime, samples: np.ndarray, threads: int = 2) -> tuple[list[Captured], set[str], set[str]]:
+    """Every call_function node's floating output of the torch.export program, run node by node by
+    torch.fx.Interpreter, with the module path its `nn_module_stack` metadata names (innermost last); and the
+    names of its input placeholders and of its weights (get_attr nodes)."""
+    import torch
+
+    runtime.load()
+    outputs: list[Captured] = []
+    kinds: dict[str, set[str]] = {"placeholder": set(), "get_attr": set()}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, node):
+            result = super().run_node(node)
+            kinds.get(node.op, set()).add(node.name)
+            tensor = _tensor(result)
+            if node.op == "call_function" and tensor is not None:
+                stack = list((node.meta.get("nn_module_stack") or {}).values())
+                outputs.append(Captured(node.name, getattr(node.target, "__name__", str(node.target)),
+                                        tensor.detach().numpy().copy(), stack[-1][0] if stack else None,
+                                        tuple(str(a) for a in node.all_input_nodes)))
+            return result
+
+    try:
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            Recorder(runtime.model).run(torch.from_numpy(np.ascontiguousarray(samples)))
+    finally:
+        runtime.unload()
+    return outputs, kinds["placeholder"], kinds["get_attr"]
+
+
+def final_outputs(runtime: Runtime, samples: np.ndarray) -> np.ndarray:
+    """The artifact's first output through its adapter's predict, the only thing a compiled artifact exposes."""
+    runtime.load()
+    try:
+        name = runtime.config.inputs[0].name
+        return next(iter(runtime.predict({name: np.ascontiguousarray(samples)}).values()))
+    finally:
+        runtime.unload()
