@@ -20,7 +20,7 @@ from crossdeploy import __version__
 from crossdeploy.repository import ModelRepository
 from crossdeploy.settings import Settings
 
-from . import compare, kserve_v2, openapi, repository_api, tfserving, torchserve, web
+from . import compare, kserve_v2, openapi, repository_api, tfserving, torchserve, web, where
 from .core import Gateway
 from .management import describe, management_for, pinned_repository
 from .error_responses import HANDLERS
@@ -110,7 +110,7 @@ def create_app(settings: Settings | None = None, repository: ModelRepository | N
     # Routes are tried in order: the protocols with the routes called thousands of times come first, and each
     # declares its inference route first. They join the app's own route list: FastAPI's include_router puts
     # every included router behind a matching layer of its own, a second walk over the routes per request.
-    routers = (kserve_v2.router, repository_api.router, tfserving.router, torchserve.router, compare.router, web.router, metrics_router(metrics))
+    routers = (kserve_v2.router, repository_api.router, tfserving.router, torchserve.router, compare.router, web.router, where.router, metrics_router(metrics))
     app.router.routes[:0] = [route for router in routers for route in router.routes]  # before /docs and /openapi.json
     app.mount("/static", web.static_files(), name="static")
     share_allowed_methods(app.routes)

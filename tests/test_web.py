@@ -116,6 +116,20 @@ def test_a_known_sample_gets_the_right_class_from_every_float_variant_and_the_br
     assert shot.stat().st_size > 20_000
 
 
+def test_where_shows_the_chain_and_its_depth_plot_for_the_digit_on_the_canvas(site, page):
+    page.goto(f"{site.url}/?seed=3")
+    page.click("#sample")
+    page.wait_for_selector("body[data-ready=yes]", timeout=120_000)
+    eager = page.locator("tr[data-where=server][data-variant=torch-eager] a.where")
+    assert eager.count() == 0  # the reference has no chain to follow
+    page.click("tr[data-where=server][data-variant=torch-tflite] a.where")
+    page.wait_for_selector("#where[data-ready=yes]", timeout=300_000)
+    text = page.inner_text("#where")
+    assert "where torch-tflite leaves its tolerance" in text and "torch-eager → torch-onnx → torch-tflite" in text
+    assert "torch -> ONNX: within tolerance" in text and "first divergence" not in text, text
+    assert page.eval_on_selector("#where img", "i => i.complete && i.naturalWidth") > 300
+
+
 @pytest.mark.parametrize("report", ["parity", "latency"])
 def test_the_report_pages_render_their_tables_and_charts(site, page, report):
     page.goto(f"{site.url}/reports/{report}")

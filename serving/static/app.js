@@ -109,13 +109,20 @@ function bars(probabilities) {
   return `<div class="bars">${probabilities.map((p, i) => `<span class="${i === top ? "top" : ""}" title="${i}: ${(p * 100).toFixed(1)} %" style="height:${Math.max(1, p * 24)}px"></span>`).join("")}</div>`;
 }
 
-function row(where, v, predicted, probabilities, diff, diffClass, ms) {
+function row(where, v, predicted, probabilities, diff, diffClass, ms, image) {
   const tr = document.createElement("tr");
   tr.dataset.variant = v.name; tr.dataset.where = where; tr.dataset.predicted = predicted; tr.dataset.precision = v.precision;
   if (diff !== null && diff !== undefined) tr.dataset.diff = diff;
   const support = v.support && v.support.status !== "active" ? `<div class="support">${v.support.status}</div>` : "";
   tr.innerHTML = `<td>${where}</td><td>${v.name}${support}</td><td class="chain">${v.pathway}</td><td class="pred">${predicted}</td>` +
     `<td>${probabilities ? bars(probabilities) : ""}</td><td class="${diffClass}">${fmt(diff)}</td><td>${ms.toFixed(2)}</td>`;
+  if (image && v.reference && v.reference !== v.name) { // a converted variant: where does its chain leave the tolerance?
+    const link = document.createElement("a");
+    link.href = "#where"; link.className = "where"; link.textContent = "where?";
+    link.title = "layer by layer, where this variant's conversion chain first leaves its tolerance, for this input";
+    link.addEventListener("click", (event) => { event.preventDefault(); diagnose(v.name, image); });
+    tr.querySelector(".chain").append(" ", link);
+  }
   return tr;
 }
 
@@ -139,6 +146,35 @@ async function browserRun(v, image) {
   return { logits: Array.from(result[session.outputNames[0]].data), ms };
 }
 
+// "where?": crossdeploy diverge on the server for this one input; one diagnosis at a time, kept per input.
+async function diagnose(name, image) {
+  const panel = document.getElementById("where");
+  panel.hidden = false; panel.dataset.ready = "no"; panel.dataset.variant = name;
+  panel.querySelector("h2").textContent = `where ${name} leaves its tolerance`;
+  const text = panel.querySelector(".verdicts"), plot = panel.querySelector("img");
+  text.textContent = "following the chain layer by layer (a few seconds)…"; plot.hidden = true;
+  const response = await fetch(`/v1/where/${encodeURIComponent(name)}`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ image }) });
+  const answer = await response.json();
+  if (panel.dataset.variant !== name) return; // another "where?" was asked meanwhile
+  if (!response.ok) {
+    text.textContent = answer.error;
+  } else {
+    text.innerHTML = "";
+    const chain = document.createElement("p"); chain.textContent = `chain: ${answer.chain.join(" → ")}`;
+    const list = document.createElement("ul");
+    answer.verdicts.forEach((verdict, i) => { // a divergence names its hop; the other verdicts get its name here
+      const li = document.createElement("li");
+      li.textContent = verdict.startsWith("first divergence") ? verdict : `${answer.hops[i].name}: ${verdict}`;
+      list.append(li);
+    });
+    text.append(chain, list);
+    plot.src = answer.plot; plot.hidden = false;
+    await plot.decode().catch(() => {});
+  }
+  panel.dataset.ready = "yes";
+  panel.scrollIntoView({ block: "nearest" });
+}
+
 async function predict(image) {
   showPreview(image);
   document.body.dataset.ready = "no";
@@ -159,7 +195,7 @@ async function predict(image) {
     for (const v of rows) {
       if (v.status !== "ok") { tbody.append(row("server", { ...v, pathway: v.error }, "—", null, null, "bad", 0)); continue; }
       const cls = v.within_tolerance === true ? "ok" : v.within_tolerance === false ? "bad" : "na";
-      tbody.append(row("server", v, v.predicted[0], v.probabilities[0], v.max_abs_diff_vs_reference, cls, v.inference_ms));
+      tbody.append(row("server", v, v.predicted[0], v.probabilities[0], v.max_abs_diff_vs_reference, cls, v.inference_ms, image));
     }
   }
   const agreement = answer.agreement;

@@ -1,0 +1,136 @@
+"""The page's "where?": for one drawn digit, where along a variant's conversion chain its numbers first leave the
+tolerance, with the error-vs-depth plot.
+
+The diagnosis is `crossdeploy diverge VARIANT --inputs <the digit>` run as a child process: it loads the source
+model and every artifact of the chain (torch, TF, the converters' outputs), which the gateway must neither import
+(serving never imports export) nor keep in its own memory. One diagnosis runs at a time (a second caller gets 503
+and Retry-After), each is bounded in time, and its result is kept under <workdir>/reports/where/, keyed by the
+variant's version and the digit, so asking again for the same digit costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+from fastapi import Request
+from fastapi.responses import FileResponse
+
+from crossdeploy.errors import CrossdeployError, InferenceFailed, InferenceTimeout, InvalidInput, Overloaded
+
+from . import openapi as doc
+from .codecs import tfserving
+from .core import Gateway
+from .error_responses import json_response
+from .routing import protocol_router
+
+router = protocol_router("Web page")
+TIMEOUT_S = 180.0  # a cold diagnosis of the longest chain (torch -> ONNX -> TFLite) takes ~15 s on 2 busy cores
+KEY = re.compile(r"[0-9a-f]{20}")
+_running = asyncio.Lock()
+
+
+class DiagnosisBusy(Overloaded):
+    def __init__(self, retry_after: int):
+        self.limit, self.retry_after = 1, retry_after
+        CrossdeployError.__init__(self, f"another diagnosis is running; retry after {retry_after} s")
+
+
+class DiagnosisTimeout(InferenceTimeout):
+    def __init__(self, name: str, seconds: float):
+        self.name, self.seconds = name, seconds
+        CrossdeployError.__init__(self, f"the diagnosis of '{name}' took longer than {seconds:g} s and was stopped")
+
+
+_RESPONSE = {"type": "object", "required": ["variant", "verdicts", "hops", "plot"], "properties": {
+    "variant": {"type": "string"}, "chain": {"type": "array", "items": {"type": "string"}},
+    "samples": {"type": ["integer", "null"], "description": "inputs run through the chain (1: the one posted)"},
+    "verdicts": {"type": "array", "items": {"type": "string"}}, "hops": {"type": "array", "items": {"type": "object"}},
+    "plot": {"type": "string", "description": "where the error-vs-depth PNG is"}}}
+_BODY = {"type": "object", "required": ["image"], "properties": {"image": doc.ref("ServedExample")},
+         "description": "one input shaped like the variant's, without the batch axis (the page's 8x8 digit)"}
+
+
+def _image(payload: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    document = tfserving.parse_request(payload)  # a JSON object, or a 400
+    if "image" not in document:
+        raise InvalidInput("the body needs 'image': one input shaped like the variant's, without the batch axis")
+    try:
+        image = np.asarray(document["image"], dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInput("'image' must be a nested array of numbers") from None
+    want = tuple(shape[1:])
+    if image.shape != want or not (np.abs(image) <= np.finfo(np.float32).max).all():  # also False for NaN
+        raise InvalidInput(f"'image' must be {' x '.join(map(str, want))} finite numbers, got shape {image.shape}")
+    return image[None].astype(np.float32)
+
+
+def _failure(name: str, stderr: str) -> CrossdeployError:
+    """The child's one-line refusal (a chain diverge does not follow, …) is the caller's answer; anything else
+    is the diagnosis failing."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    refusal = next((line.split("error:", 1)[1].strip() for line in reversed(lines) if line.startswith("crossdeploy: error:")), None)
+    if refusal:
+        return InvalidInput(refusal)
+    return InferenceFailed(name, "the diagnosis failed: " + (lines[-1][:300] if lines else "no output"))
+
+
+async def _diagnose(request: Request, name: str, image: np.ndarray, folder: Path) -> None:
+    settings = request.app.state.settings
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "input.npy", image)
+    command = [sys.executable, "-m", "crossdeploy.cli", "diverge", name, "--repository", str(settings.repository),
+               "--workdir", str(settings.workdir), "--inputs", str(folder / "input.npy"), "--out", str(folder)]
+    child = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.DEVNULL,
+                                                 stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    try:
+        _, stderr = await asyncio.wait_for(child.communicate(), TIMEOUT_S)
+    except (asyncio.TimeoutError, asyncio.CancelledError):
+        child.kill()  # a diagnosis nobody waits for is not left running
+        await child.wait()
+        raise DiagnosisTimeout(name, TIMEOUT_S) from None
+    if child.returncode != 0 or not (folder / "diverge.json").is_file():
+        raise _failure(name, stderr.decode(errors="replace"))
+
+
+@router.post("/v1/where/{name}", **doc.operation(
+    "web_where", "Where a variant's chain first diverges for one input: per hop, per layer, with a plot",
+    parameters=(doc.MODEL,), body={"application/json": {"schema": _BODY}},
+    ok={"application/json": {"schema": _RESPONSE}}, errors=(400, 404, 500, 503, 504),
+    description="Runs `crossdeploy diverge NAME` on this one input in a child process (one at a time; the "
+                "result is kept per variant version and input)."))
+async def where(request: Request):
+    gw: Gateway = request.app.state.gateway
+    name = request.path_params["name"]
+    entry = gw.registry.get(name)  # 404 for an unknown variant, before any work
+    image = _image(await request.body(), tuple(entry.config.inputs[0].shape))
+    version = (entry.runtime or entry.remote).version.version
+    key = hashlib.sha256(f"{name}/{version}/".encode() + image.tobytes()).hexdigest()[:20]
+    folder = Path(request.app.state.settings.workdir) / "reports" / "where" / key
+    if not (folder / "diverge.json").is_file():
+        if _running.locked():
+            raise DiagnosisBusy(max(1, request.app.state.settings.retry_after_s))
+        async with _running:
+            await _diagnose(request, name, image, folder)
+    found = json.loads((folder / "diverge.json").read_text())
+    return json_response({"variant": name, "chain": found.get("chain", []), "samples": found.get("samples"),
+                          "verdicts": found.get("verdicts", []),
+                          "hops": found.get("hops", []), "plot": f"/v1/where/{name}/{key}.png"})
+
+
+@router.get("/v1/where/{name}/{key}.png", **doc.operation(
+    "web_where_plot", "The error-vs-depth plot of a diagnosis made by POST /v1/where/{name}",
+    parameters=(doc.MODEL, doc.path_parameter("key", "the diagnosis key the POST answered with",
+                                              {"type": "string", "pattern": "^[0-9a-f]{20}$"})),
+    ok={"image/png": {"schema": {"type": "string", "format": "binary"}}}, errors=(404,)))
+async def where_plot(request: Request):
+    key = request.path_params["key"]
+    path = Path(request.app.state.settings.workdir) / "reports" / "where" / key / "diverge.png"
+    if not KEY.fullmatch(key) or not path.is_file():
+        return json_response({"error": f"no diagnosis '{key}': POST /v1/where/{request.path_params['name']} makes one"}, 404)
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-cache"})
