@@ -97,26 +97,42 @@ def matrix(specs: Annotated[Optional[list[Path]], typer.Argument(help="Model spe
            junit: Annotated[Optional[Path], typer.Option(help="Also write each pathway as a JUnit XML test case here.")] = None,
            register: Annotated[bool, typer.Option(help="Copy the passing variants into the model repository (--repository).")] = False,
            repository: Repository = S.repository, threads: Threads = S.threads,
-           latency: Annotated[bool, typer.Option(help="Measure the in-process p50 at batch 1 of every passing variant.")] = True):
+           latency: Annotated[bool, typer.Option(help="Measure the in-process p50 at batch 1 of every passing variant.")] = True,
+           int8_keep_float: Annotated[Optional[int], typer.Option(min=0, max=64, metavar="N", help="For each int8 pathway, also re-quantize with 0..N of its most sensitive nodes kept float and report accuracy, agreement and size per N (overrides the spec's int8_keep_float).")] = None):
     """Run every pathway on each model spec: a deployability report; exit 1 if a required pathway fails, 2 on a bad spec."""
     from crossdeploy.pipeline import matrix as run
 
     with quiet(workdir, "matrix"):
         run(specs=specs, workdir=workdir, out=out, pathways=pathway, timeout=timeout, threads=threads, junit=junit,
-            register=repository if register else None, latency=latency)
+            register=repository if register else None, latency=latency, int8_keep_float=int8_keep_float)
 
 
 @app.command()
 def diverge(variant: Annotated[str, typer.Argument(help="The variant whose conversion chain is followed layer by layer.")],
             repository: Repository = S.repository, workdir: Workdir = S.workdir,
             out: Annotated[Optional[Path], typer.Option(help="Report folder (default: <workdir>/reports/diverge/<variant>).")] = None,
-            samples: Annotated[int, typer.Option(min=1, help="Parity samples run through every hop.")] = 64):
+            samples: Annotated[int, typer.Option(min=1, help="Parity samples run through every hop.")] = 64,
+            inputs: Annotated[Optional[Path], typer.Option(metavar="PATH", help="Run these inputs instead (a .npy array shaped like the variant's input, batch first), e.g. one drawn digit.")] = None):
     """Where along a variant's chain the numbers first leave the tolerance: per hop, per layer; JSON, Markdown, a PNG."""
     from crossdeploy.export.diverge import run_diverge
 
+    x = _npy(inputs) if inputs is not None else None
     with quiet(workdir, "diverge"):
-        folder = run_diverge(repository, variant, out or Path(workdir) / "reports" / "diverge" / variant, samples=samples)
+        folder = run_diverge(repository, variant, out or Path(workdir) / "reports" / "diverge" / variant, samples=samples,
+                             inputs=x)
     print(folder)
+
+
+def _npy(path: Path):
+    import numpy as np
+
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CrossdeployError(f"--inputs {path}: not a readable .npy array ({exc})") from None
+    if array.ndim < 2 or not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
+        raise CrossdeployError(f"--inputs {path}: want a finite numeric array with a batch axis first, got {array.dtype} {array.shape}")
+    return array.astype(np.float32)
 
 
 @app.command()

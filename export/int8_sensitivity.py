@@ -26,6 +26,7 @@ from crossdeploy.repository import ModelRepository, VariantConfig, VersionRecord
 
 from .quantize import _Calibration
 
+Samples = tuple[np.ndarray, "np.ndarray | None", np.ndarray]  # parity inputs, their labels, calibration inputs
 FLOAT_SOURCE_SUFFIX = "-int8"  # torch-onnx-int8 is quantized from the torch-onnx variant's file (see pathways.py)
 
 
@@ -197,11 +198,14 @@ def rank_layers(quantizer, x: np.ndarray, reference: np.ndarray, y: np.ndarray |
 
 
 def measure(repository: ModelRepository, variant: str, keep_float: list[int] | None = None,
-            limit: int | None = None, models: Path | None = None) -> Sensitivity:
+            limit: int | None = None, models: Path | None = None, samples: Samples | None = None,
+            up_to: int | None = None) -> Sensitivity:
     """Per-layer errors (ranked) and the keep-float curve of one int8 variant; `limit` takes the first samples.
-    With `models`, each curve point's quantized file is kept in models/keep_float_<N>/, ready to ship."""
+    With `models`, each curve point's quantized file is kept in models/keep_float_<N>/, ready to ship.
+    `samples`: (parity inputs, labels, calibration inputs) of a user's spec; default the built-in spec's.
+    `up_to`: the curve is every N from 0 to this many nodes kept float (fewer if the model has fewer)."""
     config, float_config = resolve(repository, variant)
-    x, y, calibration = samples_for(config.model)
+    x, y, calibration = samples if samples is not None else samples_for(config.model)
     if limit is not None:
         x, y = x[:limit], None if y is None else y[:limit]
     float_dir = repository.version_dir(float_config.name, repository.get(float_config.name)[1].version)
@@ -219,6 +223,8 @@ def measure(repository: ModelRepository, variant: str, keep_float: list[int] | N
         # counts the nodes that do, then all nodes (a chain of such nodes quantized together still takes Q/DQ).
         effective = sum(layer.quantized for layer in layers)
         counts = default_counts(effective) + [len(layers)] if keep_float is None else keep_float
+        if up_to is not None:
+            counts = list(range(min(up_to, len(layers)) + 1))
         curve, requantized = [], None
         for count in sorted(set(counts)):
             kept = [layer.node for layer in layers[:count]]
@@ -243,12 +249,13 @@ def _size(path: Path) -> int:
     return path.stat().st_size
 
 
-def run_sensitivity(repository: Path, variant: str, out: Path, keep_float: list[int] | None = None,
-                    limit: int | None = None) -> Path:
+def run_sensitivity(repository: Path | ModelRepository, variant: str, out: Path, keep_float: list[int] | None = None,
+                    limit: int | None = None, samples: Samples | None = None, up_to: int | None = None) -> Path:
     """Measures `variant` and writes sensitivity.json/.md/.png, keep_float.png and models/keep_float_<N>/ into
     `out`; returns `out`."""
     from .int8_report import write_report
 
     out = Path(out)
-    result = measure(ModelRepository(repository), variant, keep_float, limit, models=out / "models")
+    repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
+    result = measure(repo, variant, keep_float, limit, models=out / "models", samples=samples, up_to=up_to)
     return write_report(result, out)

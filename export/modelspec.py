@@ -9,6 +9,7 @@ line naming the field and what was expected (`SpecError`, CLI exit code 2).
     required = ["torch-onnx"]                  # pathways whose failure fails the run ("all": every one)
     opset = 18                                 # optional: the ONNX opset asked of the PyTorch exporter
     variant_prefix = "my-model-"               # optional: served as my-model-torch-onnx, ... (default name + "-")
+    int8_keep_float = 4                        # optional: int8 curve, 0..4 most sensitive nodes kept float
     [[inputs]]  name = "x"  datatype = "FP32"  shape = [-1, 8, 8]
     [[outputs]] name = "y"  datatype = "FP32"  shape = [-1, 10]
     [samples]   file = "samples.npz"           # arrays x (and optional y); or loader = "module:function"

@@ -73,6 +73,8 @@ class ModelSpecFile(BaseModel):
     opset: int = Field(18, ge=13, le=23)
     variant_prefix: str | None = Field(None, pattern=r"^[a-z0-9-]*$")
     description: str = ""
+    # int8 pathways: also re-quantize with 0..N of the most sensitive nodes kept float (the matrix's curve)
+    int8_keep_float: int | None = Field(None, ge=0, le=64)
 
     @field_validator("tolerance", mode="before")
     @classmethod
