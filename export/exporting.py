@@ -95,7 +95,8 @@ def source_step(ctx: ExportContext) -> ToolStep:
     return ToolStep(tool=tool, version=version_of(package), detail=f"{type(ctx.model).__name__} ({ctx.contract.name})")
 
 
-def variant_config(pathway: Pathway, ctx: ExportContext, exported: Exported) -> VariantConfig:
+def variant_config(pathway: Pathway, ctx: ExportContext, exported: Exported, remedy=None) -> VariantConfig:
+    """`remedy`: the AppliedRemedy the exporter's options came from (crossdeploy matrix), recorded in the config."""
     contract = ctx.contract
     tolerance = pathway.tolerance
     if pathway.precision == "fp32" and contract.tolerance is not None:
@@ -108,7 +109,7 @@ def variant_config(pathway: Pathway, ctx: ExportContext, exported: Exported) -> 
         pathway=pathway.name, toolchain=[source_step(ctx), *exported.steps], support=pathway.support,
         inputs=list(contract.inputs), outputs=list(contract.outputs), dynamic_batch=exported.dynamic_batch,
         max_batch=exported.max_batch, batch_note=exported.batch_note, entry=entry, tolerance=tolerance,
-        notes=exported.notes,
+        notes=exported.notes, remedy=remedy,
     )
 
 
@@ -135,17 +136,18 @@ def export_all(repository: ModelRepository, specs: list[LoadedSpec], variants: l
 
 
 def export_one(repository: ModelRepository, pathway: Pathway, ctx: ExportContext, keep: bool,
-               detail: bool = False) -> ExportOutcome:
-    """`detail`: the error keeps the tool's first lines (the matrix report) instead of one line (the CLI)."""
+               detail: bool = False, options: dict | None = None, remedy=None) -> ExportOutcome:
+    """`detail`: the error keeps the tool's first lines (the matrix report) instead of one line (the CLI).
+    `options`: keyword options for the exporter (a remedy's, which `remedy`, an AppliedRemedy, records)."""
     start = time.perf_counter()
     name = ctx.contract.variant(pathway.name)
     staged = repository.staging_dir(name)
     try:
-        exported = pathway.exporter_function()(ctx, staged)
+        exported = pathway.exporter_function()(ctx, staged, **(options or {}))
         if not keep:  # only built because a selected pathway converts its ONNX file
             shutil.rmtree(staged)
             return ExportOutcome(name, None, False, 0, time.perf_counter() - start, pathway=pathway.name)
-        record, added = repository.add(variant_config(pathway, ctx, exported), staged)
+        record, added = repository.add(variant_config(pathway, ctx, exported, remedy), staged)
     except Exception as exc:  # any converter's failure is reported for this pathway only
         shutil.rmtree(staged, ignore_errors=True)
         return ExportOutcome(name, None, False, 0, time.perf_counter() - start, error=(first_lines if detail else first_line)(exc), pathway=pathway.name)

@@ -17,13 +17,15 @@ from .context import ExportContext, Exported
 FIXED_DATE = "1980-01-01@00:00:00"
 
 
-def serving_function(ctx: ExportContext):
-    """The Keras model as a tf.function with the contract's names (digits: input `image`, output `logits`)."""
-    model = ctx.model
+def serving_function(ctx: ExportContext, model=None, batch: int | None = None):
+    """The Keras model as a tf.function with the contract's names (digits: input `image`, output `logits`).
+    `model`: another build of it (an unrolled one); `batch`: a fixed batch instead of the contract's."""
+    model = ctx.model if model is None else model
     tensor = ctx.contract.inputs[0]
     from .modelspec import DATATYPES
 
-    batch = None if tensor.shape[0] == -1 else tensor.shape[0]
+    if batch is None:
+        batch = None if tensor.shape[0] == -1 else tensor.shape[0]
     signature = [tf.TensorSpec([batch, *tensor.shape[1:]], tf.as_dtype(DATATYPES[tensor.datatype]), name=tensor.name)]
     output = ctx.contract.outputs[0].name
 
@@ -70,26 +72,64 @@ def export_savedmodel(ctx: ExportContext, out: Path) -> Exported:
     return Exported(steps=[ToolStep(tool="tf.saved_model.save", version=version_of("tensorflow"), detail="signature serving_default")])
 
 
-def _converter(ctx: ExportContext):
-    serve, _ = serving_function(ctx)
-    return tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], ctx.model)
+def unrolled(model):
+    """The model with every RNN layer rebuilt with `unroll=True` and the same weights: the recurrence becomes
+    plain ops per time step (no while loop, no tensor lists), which every converter handles."""
+    import tf_keras as keras
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.RNN):
+            config["unroll"] = True
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
-def export_tflite(ctx: ExportContext, out: Path) -> Exported:
-    (out / "model.tflite").write_bytes(_converter(ctx).convert())
-    return Exported(steps=[ToolStep(tool="TFLite converter", version=version_of("tensorflow"), detail="fp32")])
+def _converter(ctx: ExportContext, unroll: bool = False, fixed_batch: int | None = None, select_tf_ops: bool = False,
+               builtins=None):
+    model = unrolled(ctx.model) if unroll else ctx.model
+    serve, _ = serving_function(ctx, model, fixed_batch)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+    ops = [builtins or tf.lite.OpsSet.TFLITE_BUILTINS]
+    if select_tf_ops:  # what the converter's own message recommends for tensor lists it cannot lower
+        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+        converter._experimental_lower_tensor_list_ops = False
+    converter.target_spec.supported_ops = ops
+    return converter
 
 
-def export_tflite_int8(ctx: ExportContext, out: Path) -> Exported:
-    converter = _converter(ctx)
+def _options(unroll: bool, fixed_batch: int | None, select_tf_ops: bool) -> tuple[str, dict]:
+    """The step detail and the batch fields of the Exported for the converter options used."""
+    detail = "".join([", RNN unrolled" if unroll else "", ", SELECT_TF_OPS (Flex)" if select_tf_ops else "",
+                      f", fixed batch {fixed_batch}" if fixed_batch else ""])
+    batch = {} if not fixed_batch else dict(dynamic_batch=False, max_batch=fixed_batch, batch_note=(
+        f"converted at a fixed batch of {fixed_batch}: the adapter splits larger batches"))
+    return detail, batch
+
+
+def export_tflite(ctx: ExportContext, out: Path, unroll: bool = False, fixed_batch: int | None = None,
+                  select_tf_ops: bool = False) -> Exported:
+    (out / "model.tflite").write_bytes(_converter(ctx, unroll, fixed_batch, select_tf_ops).convert())
+    detail, batch = _options(unroll, fixed_batch, select_tf_ops)
+    return Exported(steps=[ToolStep(tool="TFLite converter", version=version_of("tensorflow"), detail="fp32" + detail)],
+                    **batch)
+
+
+def export_tflite_int8(ctx: ExportContext, out: Path, unroll: bool = False, fixed_batch: int | None = None,
+                       select_tf_ops: bool = False) -> Exported:
+    converter = _converter(ctx, unroll, fixed_batch, select_tf_ops, builtins=tf.lite.OpsSet.TFLITE_BUILTINS_INT8)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     calibration = ctx.calibration.astype(np.float32)
-    converter.representative_dataset = lambda: ([calibration[i : i + 1]] for i in range(len(calibration)))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    rows = fixed_batch or 1
+    converter.representative_dataset = lambda: ([calibration[i : i + rows]] for i in range(0, len(calibration) - rows + 1, rows))
     converter.inference_input_type = tf.float32  # the contract stays FP32 in and out; int8 inside
     converter.inference_output_type = tf.float32
     (out / "model.tflite").write_bytes(converter.convert())
+    detail, batch = _options(unroll, fixed_batch, select_tf_ops)
     return Exported(steps=[ToolStep(
         tool="TFLite converter", version=version_of("tensorflow"),
-        detail=f"full-integer int8, {len(calibration)} calibration samples, float I/O",
-    )])
+        detail=f"full-integer int8, {len(calibration)} calibration samples, float I/O{detail}",
+    )], **batch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, field_validator
 
@@ -87,6 +87,16 @@ class VersionRecord(BaseModel):
     parity: ParityResult | None = None
 
 
+class AppliedRemedy(BaseModel):
+    """An option set the exporter was given because the pathway failed without it (`crossdeploy matrix`)."""
+
+    name: str  # its name in the matrix's remedy table (export/remedies.py)
+    options: dict[str, Any] = {}  # the pathway's exporter keyword options it set
+    upstream: dict[str, Any] = {}  # the options of the exporter this pathway converts from
+    cost: str  # what it costs where the variant is served
+    replaces: str  # the failure without it (first line)
+
+
 class VariantConfig(BaseModel):
     name: str
     model: str
@@ -104,6 +114,7 @@ class VariantConfig(BaseModel):
     batch_note: str = ""
     entry: str | None = None  # model code for formats that are weights only (torch-eager): "module:function"
     notes: list[str] = []  # what a user deploying this artifact must know
+    remedy: AppliedRemedy | None = None  # never applied silently: a variant built with one says so here
     tolerance: Tolerance
     versions: list[VersionRecord] = []
 

@@ -25,13 +25,15 @@ from crossdeploy.repository import ToolStep
 from crossdeploy.versions import version_of
 
 from ..context import ExportContext, Exported
+from ..torch_exporters import TORCHSCRIPT_NOTE
 
 SAVEDMODEL_FILES = ("saved_model.pb", "variables", "assets")  # not fingerprint.pb: a random uuid per save
 
 
-def _converted(ctx: ExportContext, source: str) -> Path:
-    """Runs onnx2tf once per source ONNX; both the SavedModel and the TFLite pathway reuse the result."""
-    key = f"onnx2tf:{source}"
+def _converted(ctx: ExportContext, source: str, extra: dict | None = None) -> Path:
+    """Runs onnx2tf once per source ONNX (and `extra` options: a remedy's flags); both the SavedModel and the
+    TFLite pathway reuse the result."""
+    key = _key(source, extra)
     if key in ctx.intermediates:
         return ctx.intermediates[key]
     import onnx2tf
@@ -43,7 +45,7 @@ def _converted(ctx: ExportContext, source: str) -> Path:
 
     _onnxsim_on_path()
     names = [s.name for s in ctx.contract.inputs]
-    options, notes = {}, []
+    options, notes = dict(extra or {}), []
     if any(node.op_type == "Erf" for node in onnx.load(str(onnx_path)).graph.node):
         options["replace_to_pseudo_operators"] = ["erf"]
         notes.append("onnx2tf replace_to_pseudo_operators=['erf']: TFLite has no builtin Erf (exact GELU); without it "
@@ -64,7 +66,7 @@ def _converted(ctx: ExportContext, source: str) -> Path:
             with contextlib.redirect_stdout(io.StringIO()):
                 onnx2tf.convert(input_onnx_file_path=str(copy), output_folder_path=str(work / "out"), non_verbose=True,
                                 **{layout: names}, **options)
-            agrees = _agrees(work / "out", onnx_path, ctx)
+            agrees = _agrees(work / "out", onnx_path, ctx, rows=options.get("batch_size"))
         except Exception as exc:  # this layout failed to convert or to run: the other one may not
             errors.append(exc)
             continue
@@ -93,35 +95,54 @@ def _onnxsim_on_path() -> None:
         raise ExportError("onnx2tf", f"the onnxsim command onnx2tf runs is not installed (looked in {folder} and PATH)")
 
 
-def _agrees(folder: Path, onnx_path: Path, ctx: ExportContext, atol: float = 1e-3) -> bool:
+def _agrees(folder: Path, onnx_path: Path, ctx: ExportContext, atol: float = 1e-3, rows: int | None = None) -> bool:
     """The converted SavedModel against onnxruntime on the example batch (onnx2tf's own per-op check uses
-    random data with batch 1 and does not see a transposed square input)."""
+    random data with batch 1 and does not see a transposed square input); `rows`: onnx2tf fixed the batch."""
     import numpy as np
     import onnxruntime
     import tensorflow as tf
 
-    feed = {ctx.contract.inputs[0].name: ctx.example}
+    feed = {ctx.contract.inputs[0].name: ctx.example[:rows]}
     expected = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
     serve = tf.saved_model.load(str(folder)).signatures["serving_default"]
     got = next(iter(serve(**{k: tf.constant(v) for k, v in feed.items()}).values())).numpy()
     return got.shape == expected.shape and bool(np.allclose(got, expected, atol=atol, rtol=1e-3))
 
 
-def _steps(ctx: ExportContext, target: str) -> list[ToolStep]:
+def _key(source: str, extra: dict | None) -> str:
+    return f"onnx2tf:{source}" + "".join(f":{k}={v}" for k, v in sorted((extra or {}).items()))
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _steps(ctx: ExportContext, source: str, target: str, extra: dict | None) -> list[ToolStep]:
+    flags = "".join(f", {k}={v}" for k, v in sorted((extra or {}).items()))
+    exporter = "torch.onnx (TorchScript)" if TORCHSCRIPT_NOTE in ctx.workarounds.get(source, []) else "torch.onnx (dynamo)"
     return [
-        ToolStep(tool="torch.onnx (dynamo)", version=version_of("torch"), detail=f"opset {ctx.contract.opset}"),
+        ToolStep(tool=exporter, version=version_of("torch"), detail=f"opset {_opset(ctx.intermediates[source])}"),
         ToolStep(tool="onnx2tf", version=version_of("onnx2tf"),
-                 detail=f"channels-last inside, input kept {[-1, *ctx.contract.inputs[0].shape[1:]]}"),
+                 detail=f"channels-last inside, input kept {[-1, *ctx.contract.inputs[0].shape[1:]]}{flags}"),
         ToolStep(tool=target, version=version_of("tensorflow")),
     ]
 
 
-def _exported(ctx: ExportContext, source: str, target: str) -> Exported:
-    return Exported(steps=_steps(ctx, target), notes=list(ctx.workarounds.get(f"onnx2tf:{source}", [])))
+def _exported(ctx: ExportContext, source: str, target: str, extra: dict | None) -> Exported:
+    rows = (extra or {}).get("batch_size")
+    batch = {} if not rows else dict(dynamic_batch=False, max_batch=rows, batch_note=(
+        f"onnx2tf fixed the batch at {rows} (batch_size): the adapter splits larger batches"))
+    notes = ctx.workarounds.get(source, []) + ctx.workarounds.get(_key(source, extra), [])
+    return Exported(steps=_steps(ctx, source, target, extra), notes=notes, **batch)
 
 
-def export_savedmodel_via_onnx(ctx: ExportContext, out: Path, source: str = "torch-onnx") -> Exported:
-    converted = _converted(ctx, source)
+def export_savedmodel_via_onnx(ctx: ExportContext, out: Path, source: str = "torch-onnx",
+                               onnx2tf: dict | None = None) -> Exported:
+    """`onnx2tf`: extra keyword options for onnx2tf.convert (a remedy's flags: not_use_onnxsim, batch_size, ...)."""
+    converted = _converted(ctx, source, onnx2tf)
     target = out / "model.savedmodel"
     target.mkdir()
     for name in SAVEDMODEL_FILES:
@@ -130,13 +151,14 @@ def export_savedmodel_via_onnx(ctx: ExportContext, out: Path, source: str = "tor
             shutil.copytree(item, target / name)
         elif item.is_file():
             shutil.copyfile(item, target / name)
-    return _exported(ctx, source, "SavedModel")
+    return _exported(ctx, source, "SavedModel", onnx2tf)
 
 
-def export_tflite_via_onnx(ctx: ExportContext, out: Path, source: str = "torch-onnx") -> Exported:
-    converted = _converted(ctx, source)
+def export_tflite_via_onnx(ctx: ExportContext, out: Path, source: str = "torch-onnx",
+                           onnx2tf: dict | None = None) -> Exported:
+    converted = _converted(ctx, source, onnx2tf)
     found = sorted(converted.glob("*_float32.tflite"))
     if not found:
         raise ExportError(source, f"onnx2tf wrote no *_float32.tflite in {converted}")
     shutil.copyfile(found[0], out / "model.tflite")
-    return _exported(ctx, source, "TFLite (fp32)")
+    return _exported(ctx, source, "TFLite (fp32)", onnx2tf)

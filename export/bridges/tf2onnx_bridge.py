@@ -16,7 +16,7 @@ from crossdeploy.repository import ToolStep
 from crossdeploy.versions import version_of
 
 from ..context import ExportContext, Exported
-from ..keras_exporters import serving_function
+from ..keras_exporters import serving_function, unrolled
 
 # tf2onnx 1.17 knows opsets up to 18; the digits graph needs nothing newer than 17.
 TF2ONNX_OPSET = 17
@@ -73,16 +73,18 @@ def _erfc_handler(used: list[str]):
     return handler
 
 
-def export_onnx_from_keras(ctx: ExportContext, out: Path) -> Exported:
+def export_onnx_from_keras(ctx: ExportContext, out: Path, unroll: bool = False, opset: int | None = None) -> Exported:
+    """`unroll`: the Keras RNN layers rebuilt unrolled (see keras_exporters.unrolled); `opset`: another than 17."""
     import onnx
     import tf2onnx
 
     from crossdeploy.errors import ExportError
 
-    serve, signature = serving_function(ctx)
+    opset = opset or TF2ONNX_OPSET
+    serve, signature = serving_function(ctx, unrolled(ctx.model) if unroll else None)
     path = out / "model.onnx"
     rewritten: list[str] = []
-    model, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=TF2ONNX_OPSET,
+    model, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset,
                                              custom_op_handlers={"Erfc": (_erfc_handler(rewritten), [])})
     try:
         onnx.checker.check_model(model)
@@ -94,5 +96,6 @@ def export_onnx_from_keras(ctx: ExportContext, out: Path) -> Exported:
     shutil.copyfile(path, ctx.scratch / "keras.onnx")
     ctx.intermediates["keras-onnx"] = ctx.scratch / "keras.onnx"
     ctx.workarounds["keras-onnx"] = [f"{ERFC_NOTE} ({len(rewritten)} node(s))"] if rewritten else []
-    return Exported(steps=[ToolStep(tool="tf2onnx", version=version_of("tf2onnx"), detail=f"opset {TF2ONNX_OPSET}")],
+    detail = f"opset {opset}" + (", Keras RNN unrolled" if unroll else "")
+    return Exported(steps=[ToolStep(tool="tf2onnx", version=version_of("tf2onnx"), detail=detail)],
                     notes=list(ctx.workarounds["keras-onnx"]))
