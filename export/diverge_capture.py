@@ -20,6 +20,7 @@ class TorchPoint:
     kind: str  # the module's class name
     value: np.ndarray
     identity: bool = False  # returned its input unchanged (eval-mode Dropout, Identity): exporters drop it
+    output_op: str | None = None  # a Keras layer's output op in the model's graph ("dense/BiasAdd")
 
 
 @dataclass

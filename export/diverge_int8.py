@@ -7,8 +7,11 @@ node (a Relu after a Conv or Gemm: the QuantizeLinear's clamp to the calibrated 
 its work), the Conv writes the Relu's tensor: the int8 point is the Conv's, the fp32 Conv is listed as fused.
 
 The int8 variant's own tolerance compares no values (agreement and accuracy decide), so a quantized tensor
-leaves the tolerance here when it is more than INT8_STEPS of its own quantization step (its QuantizeLinear's
-scale) from the fp32 one; a tensor the quantizer left in float keeps the fp32 file's tolerance.
+leaves the tolerance here when it is more than INT8_STEPS quantization steps from the fp32 one, in steps of the
+coarsest quantization among its own (its QuantizeLinear's scale) and its inputs': an op's output carries its
+inputs' error, and a finely quantized output (Erf's, Softmax's) of coarsely quantized inputs would otherwise be
+held to a step its inputs never had. A tensor the quantizer left in float takes its inputs' steps; one with no
+quantized tensor upstream keeps the fp32 file's tolerance.
 
 Caveat: with every tensor marked as a graph output, onnxruntime cannot fuse the Q/DQ pairs into its integer
 kernels (QLinearConv, …), so the values are the QDQ graph's own semantics (dequantize, float op, quantize),
@@ -64,7 +67,7 @@ def qdq_capture(repository, variant: str, fp32: OnnxCapture, samples: np.ndarray
                 if quantize is not None:
                     source_of[node.output[0]] = quantize.input[0]
     fp32_writer = {p.output: p for p in fp32.points}
-    points, bounds = [], {}
+    points, bounds, steps = [], {}, {}
     for index, node in enumerate(graph.node):
         if node.op_type in QDQ:
             continue
@@ -78,8 +81,14 @@ def qdq_capture(repository, variant: str, fp32: OnnxCapture, samples: np.ndarray
         inputs = [source_of.get(i, i) for i in node.input if i]
         points.append(OnnxPoint(index, node.name, node.op_type, tensor, inputs, writer.node if writer else None,
                                 _dropped(writer, node) if writer else None, value))
+        # an op's output carries its inputs' error: its bound is in steps of the coarsest quantization among its own
+        # and its inputs' (a tensor the quantizer left in float has only its inputs')
+        coarsest = [steps[i] for i in inputs if i in steps]
         if quantize is not None:
-            step = float(np.max(initializers[quantize.input[1]]))
+            coarsest.append(float(np.max(initializers[quantize.input[1]])))
+        step = max(coarsest, default=None)
+        if step is not None:
+            steps[tensor] = step
             bounds[tensor] = Tolerance(atol=INT8_STEPS * step, rtol=0.0)
     return OnnxCapture(points, raw.graph_inputs, raw.initializers | weights), bounds
 

@@ -56,12 +56,14 @@ def keras_layer_outputs(repository, reference: str, samples: np.ndarray, threads
         values = probe(np.ascontiguousarray(samples), training=False)
         values = values if isinstance(values, (list, tuple)) else [values]
         points = []
-        for layer, value in zip(layers, values):
+        for layer, tensor, value in zip(layers, tensors, values):
             array = np.asarray(value)
             if array.ndim == 4:
                 array = array.transpose(0, 3, 1, 2)
             kind = type(layer).__name__
-            points.append(TorchPoint(layer.name, kind, np.ascontiguousarray(array), kind in IDENTITY))
+            op = getattr(tensor, "name", None)
+            points.append(TorchPoint(layer.name, kind, np.ascontiguousarray(array), kind in IDENTITY,
+                                     op.split(":")[0] if op else None))
         return points
     finally:
         runtime.unload()

@@ -58,6 +58,10 @@ def torchscript_hop(repository, reference: str, variant: str, samples: np.ndarra
         if scripted is None:
             failures[name] = "the TorchScript file has no submodule of that qualified name"
             return None
+        if not hasattr(scripted, "forward"):
+            failures[name] = ("its scripted submodule has no forward: torch.jit.trace never called it (a parent "
+                              "computed through its weights, as the encoder layer's fast path does)")
+            return None
         try:
             return scripted(*args, **kwargs)
         except Exception as error:  # a traced forward takes the traced positional arguments only
