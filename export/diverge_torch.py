@@ -6,8 +6,10 @@ torch-aoti, torch-executorch. The reference is the eager model's leaf-module out
   node of a module with the module's shape holds its output.
 - TorchScript (torch.jit.trace keeps the module tree): the eager model is run again with each leaf module's
   output replaced by what the scripted submodule of the same qualified name returns on the same (propagated)
-  input. Caveat: the code between modules (a parent's forward: flatten, residual adds) is the eager model's,
-  not the traced graph's, so a fault there is not seen; the final outputs are compared by parity.
+  input. A leaf the trace never called (the encoder layer's fast path computes through its submodules' weights)
+  has no scripted forward: its nearest parent that has one stands for it. Caveat: the code between modules (a
+  parent's forward: flatten, residual adds) is the eager model's, not the traced graph's, so a fault there is
+  not seen here; parity compares the final outputs.
 - AOTInductor and ExecuTorch are compiled: the final output is the one point compared, and the hop says why.
 """
 
@@ -23,8 +25,8 @@ from .diverge_capture import OnnxCapture, OnnxPoint, TorchPoint
 
 HOPS = {"torchscript": "torch -> TorchScript", "torch-export": "torch -> torch.export",
         "aoti": "torch -> AOTInductor", "executorch": "torch -> ExecuTorch"}
-SCRIPTED_CAVEAT = ("each leaf module's output is its scripted submodule's on the propagated input; the code between "
-                   "modules runs eagerly")
+SCRIPTED_CAVEAT = ("each leaf module's output (a parent's, for leaves the trace never called) is its scripted "
+                   "submodule's on the propagated input; the code between modules runs eagerly")
 OPAQUE = {
     "aoti": "AOTInductor compiles the whole program into one shared library that exposes no intermediate tensor: "
             "the final output is the only point",
@@ -42,43 +44,68 @@ def _inputs_named(hop: Hop) -> Hop:
     return hop
 
 
+def _replaced(leaves: list[str], modules: dict) -> dict[str, str]:
+    """leaf -> the module whose scripted forward stands for it: the leaf's own, else its nearest ancestor's that
+    has one (torch.jit.trace never called a submodule its parent computed through, as the encoder layer's fast
+    path does, and such a submodule has no forward), outermost first when both a module and its parent qualify."""
+    chosen = {}
+    for leaf in leaves:
+        name = leaf
+        while name and not hasattr(modules.get(name), "forward"):
+            name = name.rpartition(".")[0]
+        chosen[leaf] = name
+    outer = set(chosen.values()) - {""}
+    return {leaf: next((o for o in outer if name == o or name.startswith(o + ".")), name) for leaf, name in chosen.items()}
+
+
+def _call(scripted, args, kwargs):
+    try:
+        return scripted(*args, **kwargs)
+    except RuntimeError:
+        # a traced forward takes the traced tensor inputs only: keyword arguments that say "no mask" are dropped
+        if kwargs and all(v is None or v is False for v in kwargs.values()):
+            return scripted(*args)
+        raise
+
+
 def torchscript_hop(repository, reference: str, variant: str, samples: np.ndarray, source: list[TorchPoint],
                     tolerance: Tolerance) -> Hop:
     from crossdeploy.runtimes import open_runtime
     from crossdeploy.runtimes.introspect_torch import eager_leaf_outputs, scripted_submodules
 
-    leaves = {p.module for p in source if not p.identity}
     script = open_runtime(repository, variant)
     failures: dict[str, str] = {}
 
     def replace(name, module, args, kwargs):
-        if name not in leaves:
-            return None
-        scripted = modules.get(name)
-        if scripted is None:
-            failures[name] = "the TorchScript file has no submodule of that qualified name"
-            return None
-        if not hasattr(scripted, "forward"):
-            failures[name] = ("its scripted submodule has no forward: torch.jit.trace never called it (a parent "
-                              "computed through its weights, as the encoder layer's fast path does)")
+        if name not in stands:
             return None
         try:
-            return scripted(*args, **kwargs)
-        except Exception as error:  # a traced forward takes the traced positional arguments only
+            return _call(modules[name], args, kwargs)
+        except Exception as error:
             failures[name] = f"its scripted submodule refuses the eager call's arguments: {first_line(error)}"
             return None
 
     try:
         modules = scripted_submodules(script)
+        chosen = _replaced([p.module for p in source if not p.identity], modules)
+        stands = set(chosen.values()) - {""}
+        everything = eager_leaf_outputs(open_runtime(repository, reference), samples)
         captured = eager_leaf_outputs(open_runtime(repository, reference), samples, replace=replace)
     finally:
         script.unload()
+    # the reference: each leaf that stands for itself, and each ancestor that stands for its leaves
+    reference_points = [p for p in source if chosen.get(p.module, p.module) == p.module]
+    reference_points += [TorchPoint(c.name, c.kind, c.value) for c in everything if c.name in stands - {p.module for p in source}]
     points = [OnnxPoint(index, c.name, c.kind, c.name, list(c.inputs), c.name, None, c.value)
-              for index, c in enumerate(captured) if c.name in leaves and c.name not in failures]
-    hop = align(source, OnnxCapture(points, ["input"]), tolerance, HOPS["torchscript"], reference, variant,
+              for index, c in enumerate(captured) if c.name in stands and c.name not in failures]
+    hop = align(reference_points, OnnxCapture(points, ["input"]), tolerance, HOPS["torchscript"], reference, variant,
                 labels=("module", "scripted submodule"))
     for entry in hop.unmatched:
         entry["reason"] = failures.get(entry["module"], entry["reason"])
+    hop.unmatched += [{"module": leaf, "type": next(p.kind for p in source if p.module == leaf),
+                       "reason": (f"no scripted forward of its own (torch.jit.trace never called it): compared as part of "
+                                  f"{owner}" if owner else "no scripted forward of its own or of any parent")}
+                      for leaf, owner in chosen.items() if owner != leaf]
     hop.reason = SCRIPTED_CAVEAT if not hop.reason else f"{hop.reason}; {SCRIPTED_CAVEAT}"
     return _inputs_named(hop)
 
