@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from crossdeploy.repository import TensorSignature
+from crossdeploy.repository import EAGER_FORMAT, TensorSignature
 
 # The smallest magnitude that rounds to infinity in each float type (its largest value plus half an ulp): a JSON
 # number below it becomes a finite value, one at or above it infinity, which the gateway refuses.
@@ -21,7 +21,7 @@ OVERFLOW = {name: float(np.finfo(t).max) * 1.5 - float(np.nextafter(np.finfo(t).
 INTEGER_RANGES = {"INT8": 2**7, "INT16": 2**15, "INT32": 2**31, "INT64": 2**63, "UINT8": 2**8, "UINT16": 2**16,
                   "UINT32": 2**32, "UINT64": 2**64}
 NAMES = ("ServedExample", "ServedBatch", "ServedInput", "ServedInstance", "ServedColumns", "ServedTensor", "ServedOutputName",
-         "OnnxVariant")
+         "OnnxVariant", "ConvertedVariant")
 
 
 def _number(datatype: str) -> dict:
@@ -88,6 +88,7 @@ def served_schemas(configs: list, max_batch: int) -> dict[str, dict]:
     inputs = [config.inputs[0] for config in configs]
     outputs = sorted({spec.name for config in configs for spec in config.outputs})
     onnx = sorted({config.name for config in configs if config.format == "onnx"})
+    converted = sorted({c.name for c in configs if c.format != EAGER_FORMAT.get(c.source_framework)})
     return {
         "ServedExample": {"title": "ServedExample", **_any([example(s) for s in inputs])},
         "ServedBatch": {"title": "ServedBatch", **_any([batch(s, max_batch) for s in inputs])},
@@ -98,4 +99,6 @@ def served_schemas(configs: list, max_batch: int) -> dict[str, dict]:
         "ServedTensor": {"title": "ServedTensor", **_any([v2_tensor(s, max_batch) for config in configs for s in config.inputs])},
         "ServedOutputName": {"title": "ServedOutputName", "enum": outputs},
         "OnnxVariant": {"title": "OnnxVariant", "type": "string", "enum": onnx or [""]},
+        "ConvertedVariant": {"title": "ConvertedVariant", "type": "string", "enum": converted or [""],
+                             "description": "a variant exported or converted from an eager model (not the model itself)"},
     }

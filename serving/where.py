@@ -22,9 +22,10 @@ from fastapi import Request
 from fastapi.responses import FileResponse
 
 from crossdeploy.errors import CrossdeployError, InferenceFailed, InferenceTimeout, InvalidInput, Overloaded
+from crossdeploy.repository import EAGER_FORMAT, V2_TO_NUMPY
 
 from . import openapi as doc
-from .codecs import tfserving
+from .codecs import tensors, tfserving
 from .core import Gateway
 from .error_responses import json_response
 from .routing import protocol_router
@@ -52,22 +53,22 @@ _RESPONSE = {"type": "object", "required": ["variant", "verdicts", "hops", "plot
     "samples": {"type": ["integer", "null"], "description": "inputs run through the chain (1: the one posted)"},
     "verdicts": {"type": "array", "items": {"type": "string"}}, "hops": {"type": "array", "items": {"type": "object"}},
     "plot": {"type": "string", "description": "where the error-vs-depth PNG is"}}}
+CONVERTED = doc.path_parameter("name", "a converted variant (its eager reference has no chain: 400)",
+                               doc.ref("ConvertedVariant"))
 _BODY = {"type": "object", "required": ["image"], "properties": {"image": doc.ref("ServedExample")},
          "description": "one input shaped like the variant's, without the batch axis (the page's 8x8 digit)"}
 
 
-def _image(payload: bytes, shape: tuple[int, ...]) -> np.ndarray:
+def _image(payload: bytes, spec) -> np.ndarray:
+    """One input, decoded by the codecs' own rules (numbers only, in the type's range) against the signature."""
     document = tfserving.parse_request(payload)  # a JSON object, or a 400
     if "image" not in document:
         raise InvalidInput("the body needs 'image': one input shaped like the variant's, without the batch axis")
-    try:
-        image = np.asarray(document["image"], dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):
-        raise InvalidInput("'image' must be a nested array of numbers") from None
-    want = tuple(shape[1:])
-    if image.shape != want or not (np.abs(image) <= np.finfo(np.float32).max).all():  # also False for NaN
-        raise InvalidInput(f"'image' must be {' x '.join(map(str, want))} finite numbers, got shape {image.shape}")
-    return image[None].astype(np.float32)
+    image = tensors.json_array("image", document["image"], np.dtype(V2_TO_NUMPY[spec.datatype]))
+    want = tuple(spec.shape[1:])
+    if image.shape != want:
+        raise InvalidInput(f"'image' must be {' x '.join(map(str, want))} numbers, got shape {image.shape}")
+    return tensors.check_values("image", image)[None]
 
 
 def _failure(name: str, stderr: str) -> CrossdeployError:
@@ -100,7 +101,7 @@ async def _diagnose(request: Request, name: str, image: np.ndarray, folder: Path
 
 @router.post("/v1/where/{name}", **doc.operation(
     "web_where", "Where a variant's chain first diverges for one input: per hop, per layer, with a plot",
-    parameters=(doc.MODEL,), body={"application/json": {"schema": _BODY}},
+    parameters=(CONVERTED,), body={"application/json": {"schema": _BODY}},
     ok={"application/json": {"schema": _RESPONSE}}, errors=(400, 404, 500, 503, 504),
     description="Runs `crossdeploy diverge NAME` on this one input in a child process (one at a time; the "
                 "result is kept per variant version and input)."))
@@ -108,7 +109,10 @@ async def where(request: Request):
     gw: Gateway = request.app.state.gateway
     name = request.path_params["name"]
     entry = gw.registry.get(name)  # 404 for an unknown variant, before any work
-    image = _image(await request.body(), tuple(entry.config.inputs[0].shape))
+    if entry.config.format == EAGER_FORMAT.get(entry.config.source_framework):
+        raise InvalidInput(f"'{name}' is the eager model every other variant of {entry.config.model} is converted "
+                           "from: it has no chain to follow; ask for one of those variants")
+    image = _image(await request.body(), entry.config.inputs[0])
     version = (entry.runtime or entry.remote).version.version
     key = hashlib.sha256(f"{name}/{version}/".encode() + image.tobytes()).hexdigest()[:20]
     folder = Path(request.app.state.settings.workdir) / "reports" / "where" / key

@@ -23,6 +23,7 @@ from PIL import Image
 
 from crossdeploy.repository import ModelRepository
 from crossdeploy.serving.codecs import tfserving, torchserve, v2_binary, v2_json
+from crossdeploy.serving.where import TIMEOUT_S as WHERE_TIMEOUT_S
 
 from .live import LiveGateway
 from .test_gateway import BAD, _blank_png, _huge_png, http, live  # noqa: F401  (the same live gateway fixtures)
@@ -178,6 +179,9 @@ def test_what_the_fuzzer_found_is_refused_as_documented(spec, http, case):
 FUZZ = ["--checks", "all", "--phases", "examples,coverage,fuzzing", "--mode", "all", "--seed", "1",
         "--generation-database", "none", "--no-color", "--workers", "1", "--request-timeout", "60"]
 MUTATING = ["v2_repository_load", "v2_repository_unload"]
+# A diagnosis (`crossdeploy diverge` in a child process) takes seconds by design: its own short run, held to the
+# bound the operation itself keeps (serving/where.py) instead of schemathesis's default 10 s.
+DIAGNOSIS = ["web_where"]
 TOKEN = "test-token"
 
 
@@ -190,7 +194,9 @@ def _fuzz(live, folder: Path, *arguments: str) -> None:
 
 
 def test_the_fuzzer_finds_nothing(live, repository, tmp_path):
-    _fuzz(live, tmp_path, "--max-examples", "8", *[f"--exclude-operation-id={op}" for op in MUTATING])
+    _fuzz(live, tmp_path, "--max-examples", "8", *[f"--exclude-operation-id={op}" for op in MUTATING + DIAGNOSIS])
+    _fuzz(live, tmp_path, "--max-examples", "2", "--max-response-time", str(WHERE_TIMEOUT_S + 10),
+          *[f"--include-operation-id={op}" for op in DIAGNOSIS])
     mutating = [f"--include-operation-id={op}" for op in MUTATING]
     # Model control off: 403 whatever the headers. Schemathesis reads the bearer scheme as a required header and
     # wants 401 without it, but with model control off there is no token that would do: 403 says what to change.
