@@ -24,6 +24,7 @@ from .matrix_results import MatrixRun, PathwayResult, SpecRun
 from .matrix_supervisor import SpecSupervisor
 from .modelspec import LoadedSpec, SpecError, build_model, load_spec
 from .pathways import BY_NAME
+from .remedies import known_names
 
 DEFAULT_TIMEOUT = 600.0  # seconds per step; a cold AOTInductor compile of the digits models takes ~30 s
 
@@ -49,14 +50,17 @@ def load_specs(paths: list[Path], workdir: Path) -> list[LoadedSpec]:
 
 
 def _run_specs(specs: list[LoadedSpec], scratch: Path, out: Path, workdir: Path, pathways: list[str] | None,
-               timeout: float, threads: int, latency: bool) -> tuple[list[SpecRun], list[PathwayResult]]:
+               timeout: float, threads: int, latency: bool,
+               int8_keep_float: int | None = None,
+               remedies: list[str] | None = None) -> tuple[list[SpecRun], list[PathwayResult]]:
     spec_runs, results = [], []
     logs = out / "logs"
     with Progress(TextColumn("[bold]matrix {task.description:<52}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn()) as progress:
         task = progress.add_task("", total=sum(len(pathway_names(s, pathways)) for s in specs))
         for spec in specs:
-            supervisor = SpecSupervisor(spec, scratch, workdir, pathways, timeout, threads, progress, task, latency)
+            supervisor = SpecSupervisor(spec, scratch, workdir, pathways, timeout, threads, progress, task, latency,
+                                        reports=out, int8_keep_float=int8_keep_float, remedies=remedies)
             record, spec_results = supervisor.run()
             logs.mkdir(exist_ok=True)  # the scratch folder goes at the end; the logs stay beside the reports
             record.log = str(shutil.copyfile(record.log, logs / Path(record.log).name))
@@ -67,16 +71,23 @@ def _run_specs(specs: list[LoadedSpec], scratch: Path, out: Path, workdir: Path,
 
 def run_matrix(specs: list[LoadedSpec], out: Path, workdir: Path, pathways: list[str] | None = None,
                timeout: float = DEFAULT_TIMEOUT, threads: int = 2, target: ModelRepository | None = None,
-               latency: bool = True) -> MatrixRun:
+               latency: bool = True, int8_keep_float: int | None = None,
+               remedies: list[str] | None = None) -> MatrixRun:
+    """`remedies`: the names of the known remedies (export/remedies.py) a failed pathway may be tried with
+    (None: all of them; []: none)."""
     unknown = [p for p in pathways or [] if p not in BY_NAME]
     if unknown:
         raise CrossdeployError(f"unknown pathway(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
+    unknown = [r for r in remedies or [] if r not in known_names()]
+    if unknown:
+        raise CrossdeployError(f"unknown remedy(ies) {', '.join(unknown)}; known: {', '.join(known_names())}")
     if target is not None:
         check_register(specs, pathways, target)
     out.mkdir(parents=True, exist_ok=True)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory(prefix=".matrix-", dir=out) as scratch:
-        spec_runs, results = _run_specs(specs, Path(scratch), out, workdir, pathways, timeout, threads, latency)
+        spec_runs, results = _run_specs(specs, Path(scratch), out, workdir, pathways, timeout, threads, latency,
+                                        int8_keep_float, remedies)
         run = MatrixRun(spec_runs, results, created, timeout)
         run.not_run = [(s.spec.name, p) for s in specs for p in pathway_names(s)
                        if s.spec.is_required(p) and p not in pathway_names(s, pathways)]

@@ -11,11 +11,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .matrix_int8 import markdown_section
 from .matrix_results import STATUSES, MatrixRun, PathwayResult
 from .pathways import PATHWAYS
 
-STYLE = {"ok": "green", "export failed": "bold red", "conversion failed": "red", "load failed": "magenta",
+STYLE = {"ok": "green", "ok with remedy": "cyan", "export failed": "bold red", "conversion failed": "red", "load failed": "magenta",
          "runtime failed": "bold magenta", "parity failed": "yellow"}
+REMEDY_COLOUR = "#67a9cf"  # `ok with remedy`: passes, but not as it stands
 COLOUR = {"export failed": "#b2182b", "conversion failed": "#ef8a62", "load failed": "#c51b7d",
           "runtime failed": "#762a83", "parity failed": "#fdb863"}
 
@@ -45,6 +47,21 @@ def _first(message: str, width: int = 110) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
+def status_text(r: PathwayResult, quote: str = "") -> str:
+    """`ok with <remedy>` for a pathway that passed with one; its status otherwise."""
+    return f"ok with {quote}{r.remedy}{quote}" if r.remedy and r.ok else r.status
+
+
+def remedy_lines(r: PathwayResult) -> list[str]:
+    """What a remedied row gave up and what it costs, or every remedy a failed row was tried with."""
+    tried = [f"{a['remedy']} → {a['status']}: {_first(a['message'], 160)}" for a in r.remedy_attempts
+             if a["remedy"] != r.remedy]
+    if r.remedy and r.ok:
+        lines = [f"ok with remedy {r.remedy} instead of {_first(r.remedy_replaces, 160)}; serving cost: {r.remedy_cost}"]
+        return lines + ([f"remedies that did not pass first: {'; '.join(tried)}"] if tried else [])
+    return [f"remedies tried, none passed: {'; '.join(tried)}"] if tried else []
+
+
 def print_table(run: MatrixRun, console: Console | None = None) -> None:
     console = console or Console()
     for spec in run.specs:
@@ -56,9 +73,12 @@ def print_table(run: MatrixRun, console: Console | None = None) -> None:
                              overflow="fold" if column == "message" else "ellipsis")
         for r in rows:
             mark = "" if r.required else " [dim](optional)[/]"
-            table.add_row(r.pathway, f"[{STYLE[r.status]}]{r.status}[/]{mark}", _g(r.max_abs), _pct(r.agreement),
+            table.add_row(r.pathway, f"[{STYLE[r.status]}]{status_text(r)}[/]{mark}", _g(r.max_abs), _pct(r.agreement),
                           _pct(r.accuracy), _ms(r.p50_ms), _size(r.size_bytes), r.batch, _first(r.message, 90))
         console.print(table)
+        for r in rows:
+            for line in remedy_lines(r):
+                console.print(f"  [cyan]{r.pathway}[/]: {line}", highlight=False)
     failures = run.required_failures
     counts = {s: sum(r.status == s for r in run.results) for s in STATUSES}
     console.print("pathways: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
@@ -66,7 +86,7 @@ def print_table(run: MatrixRun, console: Console | None = None) -> None:
         console.print(f"[bold red]✗ required {r.model} ({r.framework}) {r.pathway}: {r.status}: {_first(r.message)}")
 
 
-def markdown(run: MatrixRun) -> str:
+def markdown(run: MatrixRun, folder: Path = Path(".")) -> str:
     lines = [f"Deployability matrix, {run.created}. Each pathway ends in one of: {', '.join(f'`{s}`' for s in STATUSES)}. "
              "*max abs*: the largest |variant − source model| over every output value of the spec's samples; "
              "*agree*: argmax agreement with the source model; *p50 b1*: in-process median latency at batch 1; "
@@ -78,16 +98,18 @@ def markdown(run: MatrixRun) -> str:
                   "| pathway | status | chain | max abs | agree | accuracy | p50 b1 | size | batch | message |",
                   "|---|---|---|---:|---:|---:|---:|---:|---|---|"]
         for r in [r for r in run.results if r.model == spec.name and r.framework == spec.framework]:
-            status = f"**{r.status}**" if not r.ok and r.required else r.status
+            status = f"**{r.status}**" if not r.ok and r.required else status_text(r, "`")
             status += "" if r.required else " (optional)"
             message = " ".join(r.message.split())[:300].replace("|", "\\|") if r.message else ""
             lines.append(f"| `{r.pathway}` | {status} | {r.chain or '—'} | {_g(r.max_abs)} | {_pct(r.agreement)} | "
                          f"{_pct(r.accuracy)} | {_ms(r.p50_ms)} | {_size(r.size_bytes)} | {r.batch} | {message} |")
-        notes = [(r.pathway, n) for r in run.results if r.model == spec.name and r.framework == spec.framework for n in r.notes]
+        notes = [(r.pathway, n) for r in run.results if r.model == spec.name and r.framework == spec.framework
+                 for n in remedy_lines(r) + r.notes]
         batch = [(r.pathway, r.batch_note) for r in run.results if r.model == spec.name and r.framework == spec.framework and r.batch_note]
         if notes or batch:
             lines += [""] + [f"- `{p}`: {n}" for p, n in batch + notes]
         lines.append("")
+    lines += markdown_section(run.results, folder)
     failures = run.required_failures
     if run.not_run:
         lines.append("Required but not run (left out by --pathway): " + ", ".join(f"{m} `{p}`" for m, p in run.not_run) + ".")
@@ -116,6 +138,8 @@ def heatmap(run: MatrixRun, path: Path) -> None:
             r = cells.get((pathway, model))
             if r is None:
                 colour, text = "#eeeeee", "—"
+            elif r.remedy:
+                colour, text = REMEDY_COLOUR, f"ok with\n{r.remedy}"
             elif r.ok:
                 diff = max(r.max_abs or 0.0, 1e-8)
                 colour = cmap(0.15 + 0.6 * (math.log10(diff) + 8) / 8)
@@ -134,7 +158,7 @@ def heatmap(run: MatrixRun, path: Path) -> None:
     for side in ax.spines.values():
         side.set_visible(False)
     ax.xaxis.tick_top()
-    handles = [Patch(color=cmap(0.3), label="ok (shade: max abs diff)")] + [Patch(color=c, label=s) for s, c in COLOUR.items()]
+    handles = [Patch(color=cmap(0.3), label="ok (shade: max abs diff)"), Patch(color=REMEDY_COLOUR, label="ok with remedy")] + [Patch(color=c, label=s) for s, c in COLOUR.items()]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=3, fontsize=8, frameon=False)
     ax.set_title("Deployability: every pathway × model (cell text: max abs diff vs the source model, or the failure)",
                  fontsize=9, pad=24)
@@ -165,6 +189,12 @@ def junit(run: MatrixRun, path: Path) -> None:
             if r.ok:
                 ET.SubElement(case, "system-out").text = (f"max abs {_g(r.max_abs)}, agreement {_pct(r.agreement)}, "
                                                           f"accuracy {_pct(r.accuracy)}, p50 {_ms(r.p50_ms)}, batch {r.batch}")
+                if r.remedy:  # passes, but only with a remedy: said where a CI shows it
+                    properties = ET.SubElement(case, "properties")
+                    ET.SubElement(properties, "property", name="remedy", value=r.remedy)
+                    ET.SubElement(properties, "property", name="remedy_cost", value=_xml(r.remedy_cost))
+                    case.find("system-out").text = _xml(f"ok with remedy {r.remedy} ({r.remedy_cost}); "
+                                                        + case.find("system-out").text)
             elif r.required:
                 ET.SubElement(case, "failure", message=_xml(f"{r.status}: {_first(r.message, 200)}"), type=r.status).text = _xml(r.message)
             else:
@@ -177,7 +207,7 @@ def write_reports(run: MatrixRun, folder: Path, junit_path: Path | None = None) 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / "matrix.json", "markdown": folder / "matrix.md", "png": folder / "matrix.png"}
     paths["json"].write_text(json.dumps(run.to_json(), indent=2) + "\n")
-    paths["markdown"].write_text(markdown(run))
+    paths["markdown"].write_text(markdown(run, folder))
     heatmap(run, paths["png"])
     if junit_path is not None:
         junit_path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-STATUSES = ("ok", "export failed", "conversion failed", "load failed", "runtime failed", "parity failed")
+# `ok with remedy`: passed once a known remedy was applied (export/remedies.py); not a failure, but not `ok`.
+REMEDIED = "ok with remedy"
+STATUSES = ("ok", REMEDIED, "export failed", "conversion failed", "load failed", "runtime failed", "parity failed")
 # The status a pathway gets when its worker dies or hangs in a step without reporting it.
 FAILED_AT_STEP = {"prepare": "export failed", "export": "export failed", "load": "load failed",
-                  "run": "runtime failed", "latency": "runtime failed", "parity": "parity failed"}
+                  "run": "runtime failed", "latency": "runtime failed", "parity": "parity failed",
+                 "keep-float": "parity failed"}
 
 
 @dataclass
@@ -39,10 +42,16 @@ class PathwayResult:
     batch_note: str = ""
     declared_batch: str | None = None
     notes: list[str] = field(default_factory=list)
+    remedy: str | None = None  # the remedy it passed with (status `ok with remedy`)
+    remedy_cost: str = ""  # what that remedy costs where the variant is served
+    remedy_replaces: str = ""  # the failure without it
+    remedy_attempts: list[dict] = field(default_factory=list)  # every remedy tried: remedy, status, step, message
+    int8_curve: dict | None = None  # int8 rows with a keep-float curve asked for: export/matrix_int8.py
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        """Passed, with or without a remedy."""
+        return self.status in ("ok", REMEDIED)
 
     @property
     def batch(self) -> str:

@@ -98,8 +98,11 @@ class SpecSupervisor:
     """Takes one spec's pathways to a result each, whatever fails on the way."""
 
     def __init__(self, spec: LoadedSpec, out: Path, workdir: Path, only: list[str] | None, timeout: float,
-                 threads: int, progress: Progress, task: TaskID, latency: bool = True):
+                 threads: int, progress: Progress, task: TaskID, latency: bool = True, reports: Path | None = None,
+                 int8_keep_float: int | None = None, remedies: list[str] | None = None):
         self.spec, self.out, self.workdir, self.timeout = spec, out, workdir, timeout
+        self.reports, self.int8_keep_float = reports or out, int8_keep_float
+        self.remedies = remedies  # the known remedies a failed pathway may be tried with (None: all; []: none)
         self.threads, self.progress, self.task, self.latency = threads, progress, task, latency
         self.asked = pathway_names(spec, only)
         self.remaining = list(self.asked)
@@ -133,7 +136,8 @@ class SpecSupervisor:
         name = f"{self.spec.spec.name}-{self.spec.framework}"
         return {"spec": str(self.spec.path), "workdir": str(self.workdir), "repository": str(self.out / "repository"),
                 "scratch": str(self.out / "scratch" / f"{name}-{self.workers}"), "pathways": self.remaining,
-                "failed": self.failed, "threads": self.threads, "latency": self.latency}
+                "failed": self.failed, "threads": self.threads, "latency": self.latency,
+                "reports": str(self.reports), "int8_keep_float": self.int8_keep_float, "remedies": self.remedies}
 
     def _watch(self, worker: Worker) -> Watch:
         """Follows the worker's events until it says it is done, ends, or outlives a step's timeout."""

@@ -20,6 +20,7 @@ import numpy as np
 import crossdeploy  # noqa: F401  (environment first)
 from crossdeploy.errors import first_lines
 from crossdeploy.export.exporting import BUILT_ON_TORCH_EXPORT, CONVERTS, NEEDS, context_for, export_one
+from crossdeploy.export.matrix_remedy import run_pathway
 from crossdeploy.export.modelspec import build_model, load_spec, run_source
 from crossdeploy.export.pathways import PATHWAYS
 from crossdeploy.repository import ModelRepository
@@ -72,6 +73,7 @@ class SpecWorker:
     def __init__(self, job: dict, report: Reporter):
         self.job, self.report = job, report
         self.failed: dict[str, str] = dict(job.get("failed", {}))  # pathway -> why nothing can be built on it
+        self.remedy_args: dict = {}  # export_one's options and remedy record while a remedy is tried
         self.step = "prepare"
 
     def prepare(self) -> None:
@@ -107,11 +109,7 @@ class SpecWorker:
                 if keep:
                     self.report("result", pathway=name, status="export failed", step="export", message=blocked)
                 continue
-            self.step = "export"
-            try:
-                self._pathway(pathway, keep)
-            except Exception as exc:  # anything the steps did not expect fails this pathway, at the step it was in
-                self._unexpected(name, keep, exc)
+            run_pathway(self, pathway, keep)  # and, if it fails, its known remedies (export/matrix_remedy.py)
         self.report("done")
 
     def _blocked_by(self, name: str) -> str | None:
@@ -134,7 +132,7 @@ class SpecWorker:
     def _pathway(self, pathway, keep: bool) -> None:
         name = pathway.name
         self.report("step", pathway=name, step="export")
-        outcome = export_one(self.repository, pathway, self.ctx, keep=keep, detail=True)
+        outcome = export_one(self.repository, pathway, self.ctx, keep=keep, detail=True, **self.remedy_args)
         if outcome.error:
             self.failed[name] = outcome.error
             if keep:
@@ -185,6 +183,9 @@ class SpecWorker:
                 except Exception as exc:  # it ran once above; a later failure is still a runtime failure
                     self.report("result", status="runtime failed", step="latency", message=first_lines(exc), **result)
                     return
+            if config.precision == "int8" and self._keep_float() is not None:
+                self._enter("keep-float", name)
+                result["int8_curve"] = self._int8_curve(config.name)
             if parity.passed:
                 self.report("result", status="ok", step="parity", message="", **result)
             else:
@@ -198,11 +199,30 @@ class SpecWorker:
         from .diverge import first_divergence
 
         try:  # still the parity step: a diagnosis that overruns the step's deadline is a parity failure
-            found = first_divergence(self.repository, name, Path(self.job["repository"]).parent / "diverge" / name,
+            found = first_divergence(self.repository, name, self._reports("diverge", name),
                                      inputs=next(iter(self.loaded.x.values())))
         except Exception as exc:  # the diagnosis is extra: its failure must not hide the parity verdict
             return [f"{name}: the layer-by-layer diagnosis failed: {first_lines(exc)}"]
         return [found] if found else []
+
+    def _reports(self, kind: str, name: str) -> Path:
+        """Where a row's extra reports go: beside the matrix report, which outlives the worker's scratch folder."""
+        return Path(self.job.get("reports") or Path(self.job["repository"]).parent) / kind / name
+
+    def _keep_float(self) -> int | None:
+        asked = self.job.get("int8_keep_float")
+        return asked if asked is not None else self.loaded.spec.int8_keep_float
+
+    def _int8_curve(self, name: str) -> dict:
+        """The keep-float trade-off of an int8 variant (extra: its failure is said, the verdict stands)."""
+        from .matrix_int8 import keep_float_curve
+
+        x = next(iter(self.loaded.x.values()))
+        try:
+            return keep_float_curve(self.repository, name, self._keep_float(), self._reports("int8", name), x,
+                                    self.loaded.y, self.loaded.calibration)
+        except Exception as exc:
+            return {"error": first_lines(exc)}
 
     def _parity(self, config, version: int, got: dict[str, np.ndarray], result: dict):
         from .parity import check_parity
