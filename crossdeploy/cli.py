@@ -98,13 +98,16 @@ def matrix(specs: Annotated[Optional[list[Path]], typer.Argument(help="Model spe
            register: Annotated[bool, typer.Option(help="Copy the passing variants into the model repository (--repository).")] = False,
            repository: Repository = S.repository, threads: Threads = S.threads,
            latency: Annotated[bool, typer.Option(help="Measure the in-process p50 at batch 1 of every passing variant.")] = True,
-           int8_keep_float: Annotated[Optional[int], typer.Option(min=0, max=64, metavar="N", help="For each int8 pathway, also re-quantize with 0..N of its most sensitive nodes kept float and report accuracy, agreement and size per N (overrides the spec's int8_keep_float).")] = None):
+           int8_keep_float: Annotated[Optional[int], typer.Option(min=0, max=64, metavar="N", help="For each int8 pathway, also re-quantize with 0..N of its most sensitive nodes kept float and report accuracy, agreement and size per N (overrides the spec's int8_keep_float).")] = None,
+           remedies: Annotated[bool, typer.Option(help="Try a failed pathway again with the remedies its tools document (docs/remedies.md).")] = True,
+           remedy: Annotated[Optional[list[str]], typer.Option("--remedy", help="Only this remedy (repeatable; names in docs/remedies.md).")] = None):
     """Run every pathway on each model spec: a deployability report; exit 1 if a required pathway fails, 2 on a bad spec."""
     from crossdeploy.pipeline import matrix as run
 
     with quiet(workdir, "matrix"):
         run(specs=specs, workdir=workdir, out=out, pathways=pathway, timeout=timeout, threads=threads, junit=junit,
-            register=repository if register else None, latency=latency, int8_keep_float=int8_keep_float)
+            register=repository if register else None, latency=latency, int8_keep_float=int8_keep_float,
+            remedies=(remedy or None) if remedies else [])
 
 
 @app.command()

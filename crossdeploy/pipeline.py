@@ -148,7 +148,7 @@ def pipeline(repository: Path, workdir: Path, epochs: int = 30, seed: int = 0, k
 
 def matrix(specs: list[Path] | None, workdir: Path, out: Path | None = None, pathways: list[str] | None = None,
            timeout: float = 600.0, threads: int = 2, junit: Path | None = None, register: Path | None = None,
-           latency: bool = True, int8_keep_float: int | None = None):
+           latency: bool = True, int8_keep_float: int | None = None, remedies: list[str] | None = None):
     """Every applicable pathway on every spec (default: the built-in specs), as a deployability report."""
     from crossdeploy.export.matrix import load_specs, run_matrix
     from crossdeploy.export.matrix_report import print_table, write_reports
@@ -159,7 +159,7 @@ def matrix(specs: list[Path] | None, workdir: Path, out: Path | None = None, pat
     loaded = load_specs(paths, workdir)  # SpecError (exit 2) before anything is written
     target = ModelRepository(register) if register is not None else None
     run = run_matrix(loaded, out or workdir / "reports" / "matrix", workdir, pathways, timeout, threads, target, latency,
-                     int8_keep_float)
+                     int8_keep_float, remedies)
     print_table(run, console)
     written = write_reports(run, out or workdir / "reports" / "matrix", junit)
     console.print("reports: " + ", ".join(str(p) for p in written.values()))

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from crossdeploy.cli import main
-from crossdeploy.export.matrix import load_specs, run_matrix
 from crossdeploy.export.remedies import remedies_for
 from crossdeploy.repository import ModelRepository, VariantConfig
 
@@ -81,17 +80,20 @@ def test_lstm_tflite_through_onnx2tf_needs_both_flags_and_the_flex_attempt_is_li
     assert "enable_rnn_unroll=True" in config.toolchain[2].detail
 
 
-def test_a_failure_no_remedy_fixes_keeps_its_message_and_lists_the_attempts(trained, tmp_path):
-    loaded = load_specs([EXAMPLES / "gru.toml"], trained)
-    run = run_matrix(loaded, tmp_path / "report", trained, ["keras-tflite"], latency=False, remedies=["tflite-flex"])
-    (row,) = run.results
-    assert row.status == "conversion failed" and row.remedy is None and "TensorListReserve" in row.message
-    (tried,) = row.remedy_attempts
+def test_a_failure_no_remedy_fixes_keeps_its_message_and_lists_the_attempts(trained, tmp_path, capsys):
+    out = tmp_path / "report"
+    common = ["matrix", str(EXAMPLES / "gru.toml"), "--workdir", str(trained), "--out", str(out), "--no-latency",
+              "--pathway", "keras-tflite"]
+    assert main([*common, "--remedy", "tflite-flex"]) == 1  # the required keras-tflite still fails
+    (row,) = json.loads((out / "matrix.json").read_text())["results"]
+    assert row["status"] == "conversion failed" and row["remedy"] is None and "TensorListReserve" in row["message"]
+    (tried,) = row["remedy_attempts"]
     assert tried["remedy"] == "tflite-flex" and tried["status"] == "load failed"  # it converts; nothing here runs it
     assert "FlexTensorListReserve" in tried["message"]
-    assert [r.pathway for r in run.required_failures] == ["keras-tflite"]
-    with pytest.raises(Exception, match="unknown remedy"):
-        run_matrix(loaded, tmp_path / "report", trained, ["keras-tflite"], remedies=["no-such-remedy"])
+    assert "remedies tried, none passed: tflite-flex → load failed" in (out / "matrix.md").read_text()
+    capsys.readouterr()
+    assert main([*common, "--remedy", "no-such-remedy"]) != 0
+    assert "unknown remedy(ies) no-such-remedy; known: " in capsys.readouterr().err
 
 
 def test_recurrent_remedies_are_offered_only_to_recurrent_models():
