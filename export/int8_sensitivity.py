@@ -24,7 +24,7 @@ import numpy as np
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.repository import ModelRepository, VariantConfig, VersionRecord, record_files
 
-from .quantize import _Calibration
+from .quantize import prepare, quantize_qdq
 
 Samples = tuple[np.ndarray, "np.ndarray | None", np.ndarray]  # parity inputs, their labels, calibration inputs
 FLOAT_SOURCE_SUFFIX = "-int8"  # torch-onnx-int8 is quantized from the torch-onnx variant's file (see pathways.py)
@@ -94,15 +94,12 @@ class Quantizer:
     file = "model.onnx"
 
     def __init__(self, float_path: Path, config: VariantConfig, calibration: np.ndarray, work: Path):
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
         self.config = config
         self.calibration = calibration.astype(np.float32)
         self.work = work
         work.mkdir(parents=True, exist_ok=True)
-        self.prepared = work / "prepared.onnx"
         # The same pre-processing as the shipped variant, so node names and graph match what it quantized.
-        quant_pre_process(str(float_path), str(self.prepared), skip_symbolic_shape=True)
+        self.prepared = prepare(float_path, work / "prepared.onnx")
         self._count = 0
 
     def quantizable(self) -> list[tuple[str, str]]:
@@ -116,19 +113,11 @@ class Quantizer:
         return [(n.name, n.op_type) for n in graph.node if n.op_type in ops]
 
     def quantize(self, nodes_to_quantize: list[str] | None = None, nodes_to_exclude: list[str] | None = None) -> Path:
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
         self._count += 1
         folder = self.work / f"candidate-{self._count}"
         folder.mkdir()
-        # The keyword arguments of export_onnx_int8 (quantize.py); the keep-float-0 check shows they still match.
-        quantize_static(
-            str(self.prepared), str(folder / "model.onnx"),
-            _Calibration(self.config.inputs[0].name, self.calibration),
-            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_quantize=nodes_to_quantize, nodes_to_exclude=nodes_to_exclude,
-        )
+        quantize_qdq(self.prepared, folder / "model.onnx", self.config.inputs[0].name, self.calibration,
+                     nodes_to_quantize=nodes_to_quantize, nodes_to_exclude=nodes_to_exclude)
         return folder
 
     def is_quantized(self, folder: Path) -> bool:
