@@ -86,11 +86,39 @@ def rescope(capture: OnnxCapture, layers: set[str]) -> OnnxCapture:
     return capture
 
 
+def is_output_op(tensor: str, op: str) -> bool:
+    name = tensor.split(":")[0]
+    return name == op or name.endswith("/" + op)
+
+
+def keep_output_ops(capture: OnnxCapture, layers: list[TorchPoint]) -> dict[str, list[str]]:
+    """Of a layer's nodes, only one that writes the layer's output op (`dense/BiasAdd`) holds its output. A layer
+    none of whose nodes writes it (tf2onnx folded the transformer's first Dense bias into the position embedding's
+    Add: `dense/Tensordot` is a matmul without its bias) keeps no node; its nodes are returned by layer."""
+    unheld = {}
+    for layer in layers:
+        own = [p for p in capture.points if p.scope == layer.module]
+        if not layer.output_op or not own:
+            continue
+        for point in own:  # by its tensor's name, or by its own (tf2onnx names the graph output after the contract)
+            if not (is_output_op(point.output, layer.output_op) or is_output_op(point.node, layer.output_op)):
+                point.scope = None
+        if not any(p.scope == layer.module for p in own):
+            unheld[layer.module] = [p.node for p in own]
+    return unheld
+
+
 def keras_hop(repository, reference: str, onnx_variant: str, samples: np.ndarray, tolerance) -> tuple[Hop, OnnxCapture, int]:
     """The hop, the ONNX capture (for a later hop to start from) and how many Keras layers were read."""
     layers = keras_layer_outputs(repository, reference, samples)
     capture = rescope(onnx_all_outputs(repository, onnx_variant, samples), {p.module for p in layers})
+    unheld = keep_output_ops(capture, layers)
     hop = align(layers, capture, tolerance, HOP, reference, onnx_variant, ops=KERAS_OPS, labels=LABELS)
+    output_op = {p.module: p.output_op for p in layers}
+    for entry in hop.unmatched:
+        if entry["module"] in unheld:
+            entry["reason"] = (f"no ONNX tensor is its output op {output_op[entry['module']]}: tf2onnx rewrote its "
+                               f"last step (its nodes: {', '.join(unheld[entry['module']])})")
     layout_ops = [p for p in capture.points if p.scope is None and INSERTED.search(p.node)]
     for entry in hop.unmatched:
         if entry["type"] in LAYOUT_LAYERS and layout_ops and not any(p.scope == entry["module"] for p in capture.points):
@@ -112,37 +140,48 @@ def onnx2torch_all_outputs(repository, variant: str, samples: np.ndarray, thread
 
     from crossdeploy.runtimes import open_runtime
 
-    from .diverge_capture import OnnxPoint
-
     runtime = open_runtime(repository, variant, threads=threads).load()
     try:
         torch.set_num_threads(threads)
-        model = runtime.model
-        graph_inputs = list(model.graph.inputs())
-        x = torch.from_numpy(np.ascontiguousarray(samples))
-        env, names = {graph_inputs[0]: model, graph_inputs[1]: x}, {graph_inputs[1]: "input"}
-        points, attributes = [], set()
-        with torch.inference_mode():
-            for index, node in enumerate(model.graph.nodes()):
-                ins, out = list(node.inputs()), node.output()
-                if node.kind() == "prim::GetAttr":
-                    env[out], names[out] = getattr(env[ins[0]], node.s("name")), node.s("name")
-                    attributes.add(node.s("name"))
-                elif node.kind() == "prim::CallMethod" and node.s("name") == "forward":
-                    module = env[ins[0]]
-                    env[out], names[out] = module(*[env[i] for i in ins[1:]]), names[ins[0]]
-                    if isinstance(env[out], torch.Tensor) and env[out].is_floating_point():
-                        points.append(OnnxPoint(index, names[ins[0]], module.original_name, names[ins[0]],
-                                                [names[i] for i in ins[1:]], names[ins[0]], None,
-                                                env[out].numpy().copy()))
-                else:
-                    raise ValueError(f"its forward has a {node.kind()} statement, not only submodule calls")
-            replayed = env[next(iter(model.graph.outputs()))]
-            if not torch.equal(replayed, model(x)):
-                raise ValueError("replaying its forward call by call does not give its own output")
+        # a file whose shapes onnx2torch fixed (max_batch) runs chunk by chunk, as its adapter's predict does
+        step = runtime.config.max_batch or len(samples)
+        chunks = [_replay(runtime.model, samples[i:i + step]) for i in range(0, len(samples), step)]
+        points, attributes = chunks[0]
+        for point, *rest in zip(points, *(c[0] for c in chunks[1:])):
+            point.value = np.concatenate([point.value, *(r.value for r in rest)])
         return OnnxCapture(points, ["input"], attributes - {p.node for p in points})
     finally:
         runtime.unload()
+
+
+def _replay(model, samples: np.ndarray):
+    import torch
+
+    from .diverge_capture import OnnxPoint
+
+    graph_inputs = list(model.graph.inputs())
+    x = torch.from_numpy(np.ascontiguousarray(samples))
+    env, names = {graph_inputs[0]: model, graph_inputs[1]: x}, {graph_inputs[1]: "input"}
+    points, attributes = [], set()
+    with torch.inference_mode():
+        for index, node in enumerate(model.graph.nodes()):
+            ins, out = list(node.inputs()), node.output()
+            if node.kind() == "prim::GetAttr":
+                env[out], names[out] = getattr(env[ins[0]], node.s("name")), node.s("name")
+                attributes.add(node.s("name"))
+            elif node.kind() == "prim::CallMethod" and node.s("name") == "forward":
+                module = env[ins[0]]
+                env[out], names[out] = module(*[env[i] for i in ins[1:]]), names[ins[0]]
+                if isinstance(env[out], torch.Tensor) and env[out].is_floating_point():
+                    points.append(OnnxPoint(index, names[ins[0]], module.original_name, names[ins[0]],
+                                            [names[i] for i in ins[1:]], names[ins[0]], None,
+                                            env[out].numpy().copy()))
+            else:
+                raise ValueError(f"its forward has a {node.kind()} statement, not only submodule calls")
+        replayed = env[next(iter(model.graph.outputs()))]
+        if not torch.equal(replayed, model(x)):
+            raise ValueError("replaying its forward call by call does not give its own output")
+    return points, attributes
 
 
 def onnx2torch_hop(repository, capture: OnnxCapture, onnx_variant: str, variant: str, samples: np.ndarray,
