@@ -20,6 +20,7 @@ from crossdeploy.repository import ModelRepository
 
 from .exporting import pathway_names
 from .matrix_register import check_register, register
+from .matrix_remedy import compare_sizes
 from .matrix_results import MatrixRun, PathwayResult, SpecRun
 from .matrix_supervisor import SpecSupervisor
 from .modelspec import LoadedSpec, SpecError, build_model, load_spec
@@ -88,6 +89,7 @@ def run_matrix(specs: list[LoadedSpec], out: Path, workdir: Path, pathways: list
     with tempfile.TemporaryDirectory(prefix=".matrix-", dir=out) as scratch:
         spec_runs, results = _run_specs(specs, Path(scratch), out, workdir, pathways, timeout, threads, latency,
                                         int8_keep_float, remedies)
+        compare_sizes(results)
         run = MatrixRun(spec_runs, results, created, timeout)
         run.not_run = [(s.spec.name, p) for s in specs for p in pathway_names(s)
                        if s.spec.is_required(p) and p not in pathway_names(s, pathways)]

@@ -137,4 +137,25 @@ def serving_cost(remedy: Remedy, result: dict, first: dict) -> str:
     size, before = result.get("size_bytes"), first.get("size_bytes")
     if size and before:
         return f"{cost}; {_kb(size)} vs {_kb(before)} unremedied ({size / before - 1:+.0%})"
-    return f"{cost}; {_kb(size)} (no unremedied artifact to compare: it did not export)" if size else cost
+    return cost
+
+
+# Where the unremedied artifact never existed (its export failed), the size is set against the nearest artifact of
+# the same model and precision that needed no remedy: the ONNX file a converter started from, or tf2onnx's.
+SIBLING = {"torch-savedmodel": "torch-onnx", "torch-tflite": "torch-onnx", "keras-tflite": "keras-onnx",
+           "keras-torchscript": "keras-onnx", "torch-export": "torch-torchscript", "torch-aoti": "torch-torchscript",
+           "torch-executorch": "torch-torchscript"}
+
+
+def compare_sizes(results: list) -> None:
+    """Adds the sibling comparison to every remedied row whose cost has no unremedied size (PathwayResult rows)."""
+    plain = {(r.model, r.framework, r.pathway): r for r in results if r.status == "ok"}
+    for r in results:
+        if not r.remedy or not r.ok or not r.size_bytes or "unremedied" in r.remedy_cost:
+            continue
+        sibling = plain.get((r.model, r.framework, SIBLING.get(r.pathway, "")))
+        if sibling is not None and sibling.size_bytes:
+            r.remedy_cost += (f"; {_kb(r.size_bytes)} vs {_kb(sibling.size_bytes)} for {sibling.pathway}, the same "
+                              f"weights with no remedy ({r.size_bytes / sibling.size_bytes - 1:+.0%})")
+        else:
+            r.remedy_cost += f"; {_kb(r.size_bytes)} (no unremedied artifact to compare)"

@@ -54,7 +54,7 @@ def status_text(r: PathwayResult, quote: str = "") -> str:
 
 def remedy_lines(r: PathwayResult) -> list[str]:
     """What a remedied row gave up and what it costs, or every remedy a failed row was tried with."""
-    tried = [f"{a['remedy']} → {a['status']}: {_first(a['message'], 160)}" for a in r.remedy_attempts
+    tried = [f"{a['remedy']} → {a['status']}: {_first(a['message'], 300)}" for a in r.remedy_attempts
              if a["remedy"] != r.remedy]
     if r.remedy and r.ok:
         lines = [f"ok with remedy {r.remedy} instead of {_first(r.remedy_replaces, 160)}; serving cost: {r.remedy_cost}"]

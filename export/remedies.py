@@ -82,7 +82,7 @@ def upstream(remedy: Remedy) -> Remedy:
     return Remedy(remedy.name, remedy.summary, remedy.cost, remedy.documented, remedy.options, "upstream", remedy.needs)
 
 
-ONNX2TF = (ONNX2TF_NO_ONNXSIM, ONNX2TF_UNROLL, ONNX2TF_FIXED_BATCH, upstream(TORCHSCRIPT_ONNX), upstream(ONNX_OPSET))
+ONNX2TF = (ONNX2TF_NO_ONNXSIM, ONNX2TF_UNROLL, upstream(ONNX_OPSET), upstream(TORCHSCRIPT_ONNX), ONNX2TF_FIXED_BATCH)
 KERAS_TFLITE = (KERAS_UNROLL, TFLITE_FIXED_BATCH, TFLITE_FLEX)
 
 REMEDIES: dict[str, tuple[Remedy, ...]] = {
