@@ -68,7 +68,8 @@ def plot(variant: str, hops: list[Hop], path: Path) -> None:
     for ax, hop in zip(axes[:, 0], drawn):
         depth = [p.depth for p in hop.points]
         ratio = [_drawn(p.tolerance_ratio) for p in hop.points]
-        ax.semilogy(depth, ratio, "o-", label="max |a-b| / (atol + rtol*|ref|)")
+        own = any(p.atol is not None for p in hop.points)  # int8 tensors: bounds in quantization steps
+        ax.semilogy(depth, ratio, "o-", label="max |a-b| / " + ("its tensor's bound" if own else "(atol + rtol*|ref|)"))
         ax.axhline(1.0, color="tab:orange", linestyle="--", label="tolerance")
         if hop.first_divergence is not None:
             p = hop.points[hop.first_divergence]
