@@ -52,8 +52,8 @@ def test_gru_tflite_and_torchscript_pass_with_the_rnn_unrolled_and_their_configs
     first, last = torchscript["remedy_attempts"]
     assert first["remedy"] == "opset-15" and first["status"] == "conversion failed" and "GRU" in first["message"]
     assert last == {"remedy": "keras-unroll", "status": "ok", "step": "parity", "message": ""}
-    # its own artifact never existed, so its size is set against tf2onnx's file of the same weights
-    assert "for keras-onnx, the same weights with no remedy" in torchscript["remedy_cost"]
+    # its own artifact never existed, so the TFLite file's size is set against tf2onnx's file of the same weights
+    assert "for keras-onnx (ONNX, the same weights, no remedy" in tflite["remedy_cost"]
     assert "batch came out fixed at 1" in torchscript["remedy_cost"] and torchscript["batch"] == "fixed 1, rows split"
     # the served variants record it: the pathway's own options, or those of the ONNX file it converts
     config = repository.config("digits-gru-keras-tflite")
