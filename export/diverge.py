@@ -2,8 +2,8 @@
 
 The source model (the eager variant, through its runtime adapter) and each artifact of the chain run on the same
 samples (the model's parity samples); their intermediate tensors are matched (see diverge_align) and compared
-under the variant's own tolerance, the one rule parity applies to the final outputs (an int8 tensor: under
-INT8_STEPS of its own quantization step, since int8 parity compares no values). Every non-reference pathway is
+under the variant's own tolerance, the one rule parity applies to the final outputs (int8 parity compares no
+values: an int8 tensor is held to INT8_STEPS quantization steps, see diverge_int8). Every non-reference pathway is
 followed; what each hop matches, and how:
 - through ONNX: torch -> ONNX (module scopes), then ONNX -> TFLite / SavedModel (onnx2tf: order, shape, op;
   diverge_tflite, diverge_tf) or ONNX -> ONNX int8 (onnxruntime QDQ: tensor names; diverge_int8); Keras -> ONNX
@@ -141,7 +141,8 @@ def run_diverge(repository: Path, variant: str, out: Path, samples: int = 64, in
     hops, chain, read = plan(repo, config, reference, x)
     tolerance = config.tolerance.describe()
     if config.tolerance.atol is None:
-        tolerance += f"; int8 tensors here: |a-b| <= {INT8_STEPS} of their quantization steps, float ones fp32's"
+        tolerance += (f"; intermediate tensors here: |a-b| <= {INT8_STEPS} quantization steps (of the coarsest among "
+                      "the tensor's and its inputs'), fp32's for a tensor with nothing quantized upstream")
     report = {"variant": variant, "model": config.model, "samples": int(len(x)), "chain": chain,
               "tolerance": tolerance, "leaf_modules": read}
     return diverge_report.write(Path(out), report, hops)

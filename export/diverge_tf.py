@@ -35,7 +35,7 @@ TF_OPS = {
     "Unsqueeze": {"Reshape", "ExpandDims"}, "Squeeze": {"Reshape", "Squeeze"}, "Transpose": {"Transpose"},
     "Softmax": {"Softmax"}, "Sigmoid": {"Sigmoid"}, "Tanh": {"Tanh"}, "Concat": {"ConcatV2"}, "ReduceMean": {"Mean"},
 }
-INT8_STEPS = 32  # an int8 tensor leaves the tolerance beyond this many of its quantization steps (1/8 of its range)
+INT8_STEPS = 48  # an int8 tensor leaves the tolerance beyond this many quantization steps (3/16 of its range)
 
 
 def savedmodel_capture(repository, variant: str, samples: np.ndarray, threads: int = 2) -> OnnxCapture:
