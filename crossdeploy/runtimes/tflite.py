@@ -28,8 +28,8 @@ class LiteRTRuntime(Runtime):
         flex = sorted({op["op_name"] for op in ops if op["op_name"].startswith("Flex")})
         if flex:
             raise ArtifactError(self.name, str(self.artifact), (
-                f"needs the Flex delegate for {', '.join(flex)} (converted with SELECT_TF_OPS); this Python "
-                "interpreter does not link it: serve it with a TFLite runtime built with the Flex delegate"))
+                f"needs the Flex delegate for {', '.join(flex)} (TensorFlow ops its converter kept, SELECT_TF_OPS); "
+                "this Python interpreter does not link it: serve it with a TFLite runtime built with the Flex delegate"))
         self._inputs = self.interpreter.get_input_details()
         self._output_indices = [d["index"] for d in self.interpreter.get_output_details()]
         self._shapes = None
