@@ -43,30 +43,15 @@ KERAS_OPS = {
 def keras_layer_outputs(repository, reference: str, samples: np.ndarray, threads: int = 2) -> list[TorchPoint]:
     """Every layer's output (the first, for a layer with several), in the functional model's layer order, 4-D
     ones turned channels-first to meet tf2onnx's layout."""
-    import tf_keras as keras
-
     from crossdeploy.runtimes import open_runtime
+    from crossdeploy.runtimes.introspect_keras import keras_layer_outputs as capture
 
-    runtime = open_runtime(repository, reference, threads=threads).load()
-    try:
-        model = runtime.model
-        layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-        tensors = [layer.output[0] if isinstance(layer.output, (list, tuple)) else layer.output for layer in layers]
-        probe = keras.Model(model.inputs, tensors)
-        values = probe(np.ascontiguousarray(samples), training=False)
-        values = values if isinstance(values, (list, tuple)) else [values]
-        points = []
-        for layer, tensor, value in zip(layers, tensors, values):
-            array = np.asarray(value)
-            if array.ndim == 4:
-                array = array.transpose(0, 3, 1, 2)
-            kind = type(layer).__name__
-            op = getattr(tensor, "name", None)
-            points.append(TorchPoint(layer.name, kind, np.ascontiguousarray(array), kind in IDENTITY,
-                                     op.split(":")[0] if op else None))
-        return points
-    finally:
-        runtime.unload()
+    points = []
+    for layer in capture(open_runtime(repository, reference, threads=threads), samples):
+        array = layer.value.transpose(0, 3, 1, 2) if layer.value.ndim == 4 else layer.value
+        points.append(TorchPoint(layer.name, layer.kind, np.ascontiguousarray(array), layer.kind in IDENTITY,
+                                 layer.output_op))
+    return points
 
 
 def _scope(name: str, layers: set[str]) -> str | None:
@@ -132,58 +117,16 @@ def keras_hop(repository, reference: str, onnx_variant: str, samples: np.ndarray
 
 
 def onnx2torch_all_outputs(repository, variant: str, samples: np.ndarray, threads: int = 2) -> OnnxCapture:
-    """Every submodule's output of the TorchScript file onnx2torch wrote. onnx2torch names each submodule after
-    the ONNX node it converted, and the scripted forward is a flat sequence of attribute reads and submodule
-    calls: it is replayed here call by call (the same modules, the same arguments, in the same order), keeping
-    each call's output. A forward with any other statement is refused rather than guessed at."""
-    import torch
-
+    """Every submodule's output of the TorchScript file onnx2torch wrote, each submodule named after the ONNX node
+    it converted (runtimes/introspect_torch.replay_calls: the scripted forward replayed call by call)."""
     from crossdeploy.runtimes import open_runtime
-
-    runtime = open_runtime(repository, variant, threads=threads).load()
-    try:
-        torch.set_num_threads(threads)
-        # a file whose shapes onnx2torch fixed (max_batch) runs chunk by chunk, as its adapter's predict does
-        step = runtime.config.max_batch or len(samples)
-        chunks = [_replay(runtime.model, samples[i:i + step]) for i in range(0, len(samples), step)]
-        points, attributes = chunks[0]
-        for point, *rest in zip(points, *(c[0] for c in chunks[1:])):
-            # a tensor every chunk computes alike has no batch axis (a reshaped weight): it is kept once
-            if rest and not all(r.value.shape == point.value.shape and np.array_equal(r.value, point.value) for r in rest):
-                point.value = np.concatenate([point.value, *(r.value for r in rest)])
-        return OnnxCapture(points, ["input"], attributes - {p.node for p in points})
-    finally:
-        runtime.unload()
-
-
-def _replay(model, samples: np.ndarray):
-    import torch
+    from crossdeploy.runtimes.introspect_torch import replay_calls
 
     from .diverge_capture import OnnxPoint
 
-    graph_inputs = list(model.graph.inputs())
-    x = torch.from_numpy(np.ascontiguousarray(samples))
-    env, names = {graph_inputs[0]: model, graph_inputs[1]: x}, {graph_inputs[1]: "input"}
-    points, attributes = [], set()
-    with torch.inference_mode():
-        for index, node in enumerate(model.graph.nodes()):
-            ins, out = list(node.inputs()), node.output()
-            if node.kind() == "prim::GetAttr":
-                env[out], names[out] = getattr(env[ins[0]], node.s("name")), node.s("name")
-                attributes.add(node.s("name"))
-            elif node.kind() == "prim::CallMethod" and node.s("name") == "forward":
-                module = env[ins[0]]
-                env[out], names[out] = module(*[env[i] for i in ins[1:]]), names[ins[0]]
-                if isinstance(env[out], torch.Tensor) and env[out].is_floating_point():
-                    points.append(OnnxPoint(index, names[ins[0]], module.original_name, names[ins[0]],
-                                            [names[i] for i in ins[1:]], names[ins[0]], None,
-                                            env[out].numpy().copy()))
-            else:
-                raise ValueError(f"its forward has a {node.kind()} statement, not only submodule calls")
-        replayed = env[next(iter(model.graph.outputs()))]
-        if not torch.equal(replayed, model(x)):
-            raise ValueError("replaying its forward call by call does not give its own output")
-    return points, attributes
+    calls, attributes = replay_calls(open_runtime(repository, variant, threads=threads), samples, threads)
+    points = [OnnxPoint(c.index, c.name, c.kind, c.name, list(c.inputs), c.name, None, c.value) for c in calls]
+    return OnnxCapture(points, ["input"], attributes - {p.node for p in points})
 
 
 def onnx2torch_hop(repository, capture: OnnxCapture, onnx_variant: str, variant: str, samples: np.ndarray,

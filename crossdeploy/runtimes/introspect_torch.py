@@ -19,6 +19,7 @@ class Captured:
     module: str | None = None  # for a node: the innermost module path torch.export recorded for it
     inputs: tuple[str, ...] = ()
     same_as_input: bool = False  # a module that returned its very input (eval-mode Dropout)
+    index: int = 0  # for a replayed call: the statement's position in the scripted forward
 
 
 def _tensor(output):
@@ -118,3 +119,52 @@ def final_outputs(runtime: Runtime, samples: np.ndarray) -> np.ndarray:
         return next(iter(runtime.predict({name: np.ascontiguousarray(samples)}).values()))
     finally:
         runtime.unload()
+
+
+def replay_calls(runtime: Runtime, samples: np.ndarray, threads: int = 2) -> tuple[list[Captured], set[str]]:
+    """Every submodule call's output of a TorchScript file whose forward is a flat sequence of attribute reads
+    and submodule calls (what onnx2torch writes): replayed call by call (the same modules, the same arguments,
+    in the same order), and the attributes it read. A forward with any other statement raises ValueError rather
+    than being guessed at; so does a replay that does not give the file's own output. A file whose shapes are
+    fixed (max_batch) runs chunk by chunk, as its adapter's predict does."""
+    import torch
+
+    runtime.load()
+    try:
+        torch.set_num_threads(threads)
+        step = runtime.config.max_batch or len(samples)
+        chunks = [_replay(runtime.model, samples[i:i + step]) for i in range(0, len(samples), step)]
+    finally:
+        runtime.unload()
+    calls, attributes = chunks[0]
+    for call, *rest in zip(calls, *(c[0] for c in chunks[1:])):
+        # a tensor every chunk computes alike has no batch axis (a reshaped weight): it is kept once
+        if rest and not all(r.value.shape == call.value.shape and np.array_equal(r.value, call.value) for r in rest):
+            call.value = np.concatenate([call.value, *(r.value for r in rest)])
+    return calls, attributes
+
+
+def _replay(model, samples: np.ndarray) -> tuple[list[Captured], set[str]]:
+    import torch
+
+    graph_inputs = list(model.graph.inputs())
+    x = torch.from_numpy(np.ascontiguousarray(samples))
+    env, names = {graph_inputs[0]: model, graph_inputs[1]: x}, {graph_inputs[1]: "input"}
+    calls, attributes = [], set()
+    with torch.inference_mode():
+        for index, node in enumerate(model.graph.nodes()):
+            ins, out = list(node.inputs()), node.output()
+            if node.kind() == "prim::GetAttr":
+                env[out], names[out] = getattr(env[ins[0]], node.s("name")), node.s("name")
+                attributes.add(node.s("name"))
+            elif node.kind() == "prim::CallMethod" and node.s("name") == "forward":
+                module = env[ins[0]]
+                env[out], names[out] = module(*[env[i] for i in ins[1:]]), names[ins[0]]
+                if isinstance(env[out], torch.Tensor) and env[out].is_floating_point():
+                    calls.append(Captured(names[ins[0]], module.original_name, env[out].numpy().copy(),
+                                          inputs=tuple(names[i] for i in ins[1:]), index=index))
+            else:
+                raise ValueError(f"its forward has a {node.kind()} statement, not only submodule calls")
+        if not torch.equal(env[next(iter(model.graph.outputs()))], model(x)):
+            raise ValueError("replaying its forward call by call does not give its own output")
+    return calls, attributes
