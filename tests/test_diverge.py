@@ -18,6 +18,8 @@ from crossdeploy.repository import ModelRepository, record_files
 CNN_ONNX = "torch-onnx"
 TRANSFORMER_ONNX = "digits-transformer-torch-onnx"
 TRANSFORMER_TFLITE = "digits-transformer-torch-tflite"
+TRANSFORMER_INT8 = "digits-transformer-torch-onnx-int8"
+TRANSFORMER_SCRIPT = "digits-transformer-torch-torchscript"
 TRANSFORMER_EPOCHS = 3
 
 
@@ -125,7 +127,7 @@ def test_a_weight_planted_wrong_is_found_at_its_node_on_every_chain_through_it(s
 def transformer_repository(repository, tmp_path_factory) -> ModelRepository:
     """The transformer's eager and ONNX variants: the repository's if it has them, else exported from the
     session's trained weights (the pipeline's repository holds the CNN only)."""
-    if {TRANSFORMER_ONNX, TRANSFORMER_TFLITE} <= set(repository.names()):
+    if {TRANSFORMER_ONNX, TRANSFORMER_TFLITE, TRANSFORMER_INT8, TRANSFORMER_SCRIPT} <= set(repository.names()):
         return repository
     from crossdeploy.export.exporting import BUILTIN_SPECS, export_all, raise_failures
     from crossdeploy.export.modelspec import load_spec
@@ -138,7 +140,8 @@ def transformer_repository(repository, tmp_path_factory) -> ModelRepository:
                   work / "trained", TRANSFORMER_EPOCHS)
     built = ModelRepository(tmp_path_factory.mktemp("transformer") / "model_repository")
     spec = load_spec(BUILTIN_SPECS / "digits-transformer-pytorch.toml", work)
-    raise_failures(export_all(built, [spec], ["torch-eager", "torch-onnx", "torch-tflite"]))
+    raise_failures(export_all(built, [spec], ["torch-eager", "torch-onnx", "torch-tflite", "torch-onnx-int8",
+                                              "torch-torchscript"]))
     return built
 
 
@@ -165,6 +168,26 @@ def test_a_correct_transformer_chain_to_tflite_reports_no_false_divergence(trans
     assert tflite_hop["points"][-1]["breaches"] == 0 and tflite_hop["points"][-1]["op_type"] == "FULLY_CONNECTED"
     if tflite_hop["status"] == "cannot be matched":
         assert "cannot be trusted" in tflite_hop["reason"]
+
+
+def test_the_transformers_traced_encoder_layers_stand_for_the_leaves_the_trace_never_called(transformer_repository, tmp_path):
+    """The encoder layer's fast path computes through its submodules' weights: torch.jit.trace never calls them,
+    so they have no scripted forward, and the layer's own scripted forward is compared in their place."""
+    [hop] = report(run_diverge(transformer_repository.root, TRANSFORMER_SCRIPT, tmp_path / "out", samples=16))["hops"]
+    assert hop["status"] == "within tolerance"
+    matched = {p["module"]: p["module_type"] for p in hop["points"]}
+    assert matched == {"embed": "Linear", "encoder.layers.0": "TransformerEncoderLayer",
+                       "encoder.layers.1": "TransformerEncoderLayer", "norm": "LayerNorm", "head": "Linear"}
+    inside = {u["module"]: u["reason"] for u in hop["unmatched"] if u["type"] != "Dropout"}
+    assert inside and all(reason.endswith(f"compared as part of {module.rsplit('.', 1)[0]}") for module, reason in inside.items())
+
+
+def test_the_transformers_int8_file_is_within_its_bounds_at_every_tensor(transformer_repository, tmp_path):
+    """Erf's and Softmax's outputs are finely quantized, their inputs coarsely: held to their own step alone they
+    would leave the bound on quantization error the inputs carried in."""
+    torch_hop, int8 = report(run_diverge(transformer_repository.root, TRANSFORMER_INT8, tmp_path / "out", samples=64))["hops"]
+    assert torch_hop["status"] == int8["status"] == "within tolerance"
+    assert {"Erf", "Softmax"} <= {p["op_type"] for p in int8["points"]} and all(p["atol"] for p in int8["points"][1:])
 
 
 def test_the_first_divergence_is_the_earliest_not_the_worst(scratch_repository, tmp_path):
