@@ -9,8 +9,7 @@ REMEDIED = "ok with remedy"
 STATUSES = ("ok", REMEDIED, "export failed", "conversion failed", "load failed", "runtime failed", "parity failed")
 # The status a pathway gets when its worker dies or hangs in a step without reporting it.
 FAILED_AT_STEP = {"prepare": "export failed", "export": "export failed", "load": "load failed",
-                  "run": "runtime failed", "latency": "runtime failed", "parity": "parity failed",
-                 "keep-float": "parity failed"}
+                  "run": "runtime failed", "latency": "runtime failed", "parity": "parity failed"}
 
 
 @dataclass

@@ -174,6 +174,9 @@ class SpecSupervisor:
                                                             f"{watch.pathway}: {watch.step}")
         elif kind == "reference":
             self.accuracy = event["accuracy"]
+        elif kind == "int8_curve":  # after its row's result: an extra that never changes the verdict
+            self.results[event["pathway"]].int8_curve = event["curve"]
+            watch.pathway = None
         elif kind == "result":
             self._record(event, watch)
             watch.pathway = None
@@ -209,6 +212,9 @@ class SpecSupervisor:
 
     def _settle(self, watch: Watch) -> None:
         """What a stopped worker means for the pathways it left without a result."""
+        if watch.step == "keep-float" and watch.pathway in self.results:
+            self.results[watch.pathway].int8_curve = {"error": watch.ended}  # the row's own verdict stands
+            return
         if not self.remaining:
             return
         if watch.ended is None or watch.step == "prepare":

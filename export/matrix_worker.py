@@ -110,6 +110,8 @@ class SpecWorker:
                     self.report("result", pathway=name, status="export failed", step="export", message=blocked)
                 continue
             run_pathway(self, pathway, keep)  # and, if it fails, its known remedies (export/matrix_remedy.py)
+            if keep and pathway.precision == "int8" and self._keep_float() is not None:
+                self._int8_curve(name)
         self.report("done")
 
     def _blocked_by(self, name: str) -> str | None:
@@ -183,9 +185,6 @@ class SpecWorker:
                 except Exception as exc:  # it ran once above; a later failure is still a runtime failure
                     self.report("result", status="runtime failed", step="latency", message=first_lines(exc), **result)
                     return
-            if config.precision == "int8" and self._keep_float() is not None:
-                self._enter("keep-float", name)
-                result["int8_curve"] = self._int8_curve(config.name)
             if parity.passed:
                 self.report("result", status="ok", step="parity", message="", **result)
             else:
@@ -213,16 +212,22 @@ class SpecWorker:
         asked = self.job.get("int8_keep_float")
         return asked if asked is not None else self.loaded.spec.int8_keep_float
 
-    def _int8_curve(self, name: str) -> dict:
-        """The keep-float trade-off of an int8 variant (extra: its failure is said, the verdict stands)."""
+    def _int8_curve(self, pathway: str) -> None:
+        """The keep-float trade-off of an int8 pathway's variant, reported after its result as an extra: a curve
+        that fails or runs past the step timeout is said on the row; the row's verdict stands."""
         from .matrix_int8 import keep_float_curve
 
+        variant = self.loaded.spec.variant(pathway)
+        if pathway in self.failed or variant not in self.repository.names():
+            return  # nothing was exported to re-quantize: the row says why already
+        self._enter("keep-float", pathway)
         x = next(iter(self.loaded.x.values()))
         try:
-            return keep_float_curve(self.repository, name, self._keep_float(), self._reports("int8", name), x,
-                                    self.loaded.y, self.loaded.calibration)
+            curve = keep_float_curve(self.repository, variant, self._keep_float(), self._reports("int8", variant), x,
+                                     self.loaded.y, self.loaded.calibration)
         except Exception as exc:
-            return {"error": first_lines(exc)}
+            curve = {"error": first_lines(exc)}
+        self.report("int8_curve", pathway=pathway, curve=curve)
 
     def _parity(self, config, version: int, got: dict[str, np.ndarray], result: dict):
         from .parity import check_parity

@@ -87,3 +87,24 @@ def test_a_bad_keep_float_count_is_refused_before_anything_runs(value, tmp_path,
     spec.write_text((SPECS / "digits-cnn-pytorch.toml").read_text().replace("\n[[inputs]]", f"\nint8_keep_float = {value}\n[[inputs]]", 1))
     assert main(["matrix", str(spec), "--workdir", str(workdir), "--out", str(out)]) == 2
     assert "int8_keep_float" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_curve_that_outlives_its_step_leaves_the_rows_verdict_as_it_was(tmp_path, workdir):
+    """The supervisor's side of a keep-float step killed at the timeout: the row already has its result; the
+    curve says why it is missing and the pathways still to run are left for the next worker."""
+    from rich.progress import Progress
+
+    from crossdeploy.export.matrix_results import PathwayResult
+    from crossdeploy.export.matrix_supervisor import SpecSupervisor, Watch
+    from crossdeploy.export.modelspec import load_spec
+
+    spec = load_spec(SPECS / "digits-cnn-keras.toml", workdir)
+    with Progress(disable=True) as progress:
+        supervisor = SpecSupervisor(spec, tmp_path, workdir, ["keras-tflite-int8", "keras-onnx"], 600, 1, progress,
+                                    progress.add_task(""), int8_keep_float=2)
+        supervisor._store(PathwayResult("digits-cnn", "keras", "keras-tflite-int8", "ok", True, "parity"))
+        ended = "timed out after 600 s in the keep-float step (the worker was killed)"
+        supervisor._settle(Watch(deadline=0.0, pathway="keras-tflite-int8", step="keep-float", ended=ended))
+    row = supervisor.results["keras-tflite-int8"]
+    assert row.status == "ok" and row.int8_curve == {"error": ended}
+    assert supervisor.remaining == ["keras-onnx"] and "keras-tflite-int8" not in supervisor.failed
