@@ -48,8 +48,9 @@ pipeline: install
 # The deployability matrix (issue 7) over the built-in specs, or over yours: make matrix SPECS="a.toml b.toml".
 # Reports in build/reports/matrix/ (matrix.md, matrix.json, matrix.png, junit.xml); exits 1 if a required pathway fails.
 SPECS ?=
+INT8_KEEP_FLOAT ?= 4
 matrix: $(BUILT)
-	$(BIN)/crossdeploy matrix $(SPECS) --junit build/reports/matrix/junit.xml
+	$(BIN)/crossdeploy matrix $(SPECS) --junit build/reports/matrix/junit.xml --int8-keep-float $(INT8_KEEP_FLOAT)
 
 # The repository is stale when it is missing or older than the code and pins that build it.
 $(BUILT): $(SOURCES) | $(STAMP)

@@ -38,16 +38,37 @@ def parity_figure(report: Path, docs: Path) -> str:
     return copy_figure(report, docs, "Distribution of absolute logit differences per variant")
 
 
-def matrix_report(report: Path, docs: Path) -> str:
-    from crossdeploy.export.matrix_report import markdown
+def _matrix_run(report: Path):
     from crossdeploy.export.matrix_results import MatrixRun, PathwayResult, SpecRun
 
     saved = json.loads(report.read_text())
     result_fields = {f.name for f in fields(PathwayResult)}
-    run = MatrixRun(specs=[SpecRun(**spec) for spec in saved["specs"]],
-                    results=[PathwayResult(**{k: v for k, v in r.items() if k in result_fields}) for r in saved["results"]],
-                    created=saved["created"], timeout=saved["timeout_seconds"], registered=saved.get("registered", []))
-    return markdown(run)
+    return MatrixRun(specs=[SpecRun(**spec) for spec in saved["specs"]],
+                     results=[PathwayResult(**{k: v for k, v in r.items() if k in result_fields}) for r in saved["results"]],
+                     created=saved["created"], timeout=saved["timeout_seconds"], registered=saved.get("registered", []))
+
+
+def matrix_report(report: Path, docs: Path) -> str:
+    from crossdeploy.export.matrix_report import markdown
+
+    return markdown(_matrix_run(report), curves=False)
+
+
+def int8_curves(report: Path, docs: Path) -> str:
+    """The matrix's int8 keep-float tables; each curve's report folder (plots, ranking) copied to docs/int8/."""
+    from crossdeploy.export.matrix_int8 import markdown_section
+
+    run = _matrix_run(report)
+    for row in [r for r in run.results if r.int8_curve and "plot" in r.int8_curve]:
+        source = Path(row.int8_curve["plot"]).parent
+        if not source.is_absolute():
+            source = report.parent / source
+        target = docs / "int8" / row.variant
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("models"), dirs_exist_ok=True)
+        row.int8_curve = {**row.int8_curve, "plot": str(target / "keep_float.png"), "report": str(target / "sensitivity.md")}
+    if not any(r.int8_curve for r in run.results):
+        return "The last `make matrix` measured no int8 keep-float curve (`INT8_KEEP_FLOAT=N` asks for one).\n"
+    return "\n".join(markdown_section(run.results, docs)) + "\n"
 
 
 def matrix_figure(report: Path, docs: Path) -> str:
@@ -132,6 +153,7 @@ SOURCES: dict[str, Source] = {
     "parity-figure": Source("parity/parity.png", "make pipeline", parity_figure),
     "matrix-report": Source("matrix/matrix.json", "make matrix", matrix_report),
     "matrix-figure": Source("matrix/matrix.png", "make matrix", matrix_figure),
+    "int8-curves": Source("matrix/matrix.json", "make matrix", int8_curves),
     "bench-report": Source("bench/latest/results.json", "make bench", bench_report),
     "engines": Source("bench/latest/results.json", "make bench", engines_report),
     "gateway-floor": Source("gateway/gateway_floor.json", "make bench-gateway", gateway_floor),

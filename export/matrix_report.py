@@ -86,7 +86,8 @@ def print_table(run: MatrixRun, console: Console | None = None) -> None:
         console.print(f"[bold red]✗ required {r.model} ({r.framework}) {r.pathway}: {r.status}: {_first(r.message)}")
 
 
-def markdown(run: MatrixRun, folder: Path = Path(".")) -> str:
+def markdown(run: MatrixRun, folder: Path = Path("."), curves: bool = True) -> str:
+    """`curves`: with the int8 keep-float tables (docs/ shows them on a page of their own)."""
     lines = [f"Deployability matrix, {run.created}. Each pathway ends in one of: {', '.join(f'`{s}`' for s in STATUSES)}. "
              "*max abs*: the largest |variant − source model| over every output value of the spec's samples; "
              "*agree*: argmax agreement with the source model; *p50 b1*: in-process median latency at batch 1; "
@@ -109,7 +110,7 @@ def markdown(run: MatrixRun, folder: Path = Path(".")) -> str:
         if notes or batch:
             lines += [""] + [f"- `{p}`: {n}" for p, n in batch + notes]
         lines.append("")
-    lines += markdown_section(run.results, folder)
+    lines += markdown_section(run.results, folder) if curves else []
     failures = run.required_failures
     if run.not_run:
         lines.append("Required but not run (left out by --pathway): " + ", ".join(f"{m} `{p}`" for m, p in run.not_run) + ".")

@@ -61,9 +61,21 @@ def matrix_report(reports: Path) -> str:
                              notes=["a note the report keeps"]),
                PathwayResult(model="tiny", framework="pytorch", pathway="torch-tflite", status="conversion failed",
                              required=False, step="export", message="onnx2tf: Cannot take the length of shape | unknown rank")]
+    curve = reports / "matrix" / "int8" / "tiny-torch-onnx-int8"
+    curve.mkdir(parents=True)
+    for name in ("keep_float.png", "sensitivity.png", "sensitivity.md"):
+        (curve / name).write_bytes(f"the sensitivity run's {name}".encode())
+    (curve / "models").mkdir()  # the re-quantized files stay with the report, not in docs/
+    points = [{"keep_float": n, "kept": ["node_Gemm"][:n], "accuracy": 0.75, "agreement": 1.0 - 0.125 * (1 - n),
+               "max_abs": 0.2 / (1 + n), "mean_abs": 0.05, "size": 1000 + 900 * n} for n in (0, 1)]
+    results.append(PathwayResult(model="tiny", framework="pytorch", pathway="torch-onnx-int8", status="ok", required=True,
+                                 step="parity", variant="tiny-torch-onnx-int8", int8_curve={
+                                     "float_variant": "tiny-torch-onnx", "float_accuracy": 0.75, "float_size": 2048,
+                                     "points": points, "ranked": ["node_Gemm"], "plot": str(curve / "keep_float.png"),
+                                     "report": str(curve / "sensitivity.md")}))
     run = MatrixRun(specs=[spec], results=results, created="2026-12-01T00:00:00+00:00", timeout=600.0)
     write_reports(run, reports / "matrix")
-    return markdown(run)
+    return markdown(run, curves=False)
 
 
 def gateway_report(reports: Path) -> None:
@@ -98,13 +110,18 @@ def test_every_region_is_written_from_its_report_and_a_second_run_changes_nothin
     filled = write_docs(docs, reports)
     long_runs = {"soak-report", "fuzz-report"}  # make soak and make fuzz: rendered in test_soak.py, not made here
     assert {f.region for f in filled} == {"parity-table", "parity-figure", "matrix-report", "matrix-figure", "bench-report",
-                                           "gateway-floor", "engines", *long_runs}
+                                           "gateway-floor", "engines", "int8-curves", *long_runs}
     assert all(f.outcome.startswith("written from") for f in filled if f.region not in long_runs), filled
     parity = region(docs / "pathways.md", "parity-table")
     assert parity.startswith((reports / "parity" / "parity.md").read_text())  # the report's own Markdown, from its JSON
     assert "| `torch-onnx` | torch → torch.onnx (dynamo) |" in parity and "parity.json" in parity
     assert region(docs / "matrix.md", "matrix-report").startswith(matrix_markdown)
     assert "conversion failed (optional)" in matrix_markdown and "a note the report keeps" in matrix_markdown
+    curves = region(docs / "int8.md", "int8-curves")
+    assert "### int8 trade-off: tiny (pytorch) `torch-onnx-int8`" in curves and "| 1 | `node_Gemm` | 75.00% |" in curves
+    assert "[curve](int8/tiny-torch-onnx-int8/keep_float.png)" in curves and "int8 trade-off" not in matrix_markdown
+    copied = docs / "int8" / "tiny-torch-onnx-int8"
+    assert (copied / "keep_float.png").read_bytes() == b"the sensitivity run's keep_float.png" and not (copied / "models").exists()
     bench = region(docs / "benchmarks.md", "bench-report")
     assert "### Verdict" in bench and "# Latency benchmark" not in bench
     charts = sorted(p.name for p in written.values() if p.suffix == ".png")
