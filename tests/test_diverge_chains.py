@@ -122,6 +122,30 @@ def test_a_weight_planted_wrong_in_the_onnx_file_shows_on_the_onnx2tf_savedmodel
     assert first_point(tf_hop)["module"] == planted
 
 
+def test_a_weight_planted_wrong_in_onnx2tfs_savedmodel_is_found_at_the_onnx_node_it_came_from(scratch_repository, tmp_path):
+    """onnx2tf stores the weights as graph constants: one of the second convolution's kernel is moved in
+    saved_model.pb itself, so torch -> ONNX stays clean and the ONNX -> SavedModel hop parts at that Conv."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow.python.framework import tensor_util
+
+    folder, done = rerecord(scratch_repository, "torch-savedmodel")
+    path = folder / "model.savedmodel" / "saved_model.pb"
+    saved = saved_model_pb2.SavedModel.FromString(path.read_bytes())
+    graph = saved.meta_graphs[0].graph_def
+    [kernel] = [n for n in [*graph.node, *(n for f in graph.library.function for n in f.node_def)]
+                if n.op == "Const" and [d.size for d in n.attr["value"].tensor.tensor_shape.dim] == [3, 3, 16, 32]]
+    values = tensor_util.MakeNdarray(kernel.attr["value"].tensor).copy()
+    values.flat[0] += 0.05 * float(np.abs(values).max())
+    kernel.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(values))
+    path.write_bytes(saved.SerializeToString())
+    done()
+    torch_hop, tf_hop = hops(run_diverge(scratch_repository.root, "torch-savedmodel", tmp_path / "out", samples=16))
+    assert torch_hop["status"] == "within tolerance"
+    conv = [n.name for n in onnx_nodes(scratch_repository, "torch-onnx") if n.op_type == "Conv"][1]
+    first = first_point(tf_hop)
+    assert first["module"] == conv and first["op_type"] == "AddV2", first
+
+
 def test_an_int8_weight_planted_wrong_is_found_at_its_node(scratch_repository, tmp_path):
     folder, done = rerecord(scratch_repository, "torch-onnx-int8")
     model = onnx.load(str(folder / "model.onnx"))
