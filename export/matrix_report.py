@@ -86,6 +86,18 @@ def print_table(run: MatrixRun, console: Console | None = None) -> None:
         console.print(f"[bold red]✗ required {r.model} ({r.framework}) {r.pathway}: {r.status}: {_first(r.message)}")
 
 
+PLOT = re.compile(r"\(plot: ([^()\s]+\.png)\)")
+
+
+def _plot_link(message: str, folder: Path) -> str:
+    """A failing row's diagnosis plot (export/diverge.py), linked from the report folder it lies in."""
+    found = PLOT.search(message or "")
+    if not found:
+        return ""
+    plot, folder = Path(found.group(1)).resolve(), folder.resolve()
+    return f" [where it diverges]({plot.relative_to(folder) if plot.is_relative_to(folder) else plot})"
+
+
 def markdown(run: MatrixRun, folder: Path = Path("."), curves: bool = True) -> str:
     """`curves`: with the int8 keep-float tables (docs/ shows them on a page of their own)."""
     lines = [f"Deployability matrix, {run.created}. Each pathway ends in one of: {', '.join(f'`{s}`' for s in STATUSES)}. "
@@ -102,6 +114,7 @@ def markdown(run: MatrixRun, folder: Path = Path("."), curves: bool = True) -> s
             status = f"**{r.status}**" if not r.ok and r.required else status_text(r, "`")
             status += "" if r.required else " (optional)"
             message = " ".join(r.message.split())[:300].replace("|", "\\|") if r.message else ""
+            message += _plot_link(r.message, folder)
             lines.append(f"| `{r.pathway}` | {status} | {r.chain or '—'} | {_g(r.max_abs)} | {_pct(r.agreement)} | "
                          f"{_pct(r.accuracy)} | {_ms(r.p50_ms)} | {_size(r.size_bytes)} | {r.batch} | {message} |")
         notes = [(r.pathway, n) for r in run.results if r.model == spec.name and r.framework == spec.framework

@@ -157,6 +157,9 @@ def test_a_parity_failure_says_where_its_chain_first_diverges(tmp_path, workdir)
     failed = rows["torch-onnx"]
     assert failed["status"] == "parity failed", failed
     assert "first divergence: torch -> ONNX at" in failed["message"] and "diverge.png" in failed["message"], failed["message"]
+    plot = out / "diverge" / "digits-cnn-strict-torch-onnx" / "diverge.png"
+    assert f"(plot: {plot})" in failed["message"] and plot.read_bytes()[:4] == b"\x89PNG"  # outlives the run's scratch
+    assert "[where it diverges](diverge/digits-cnn-strict-torch-onnx/diverge.png)" in (out / "matrix.md").read_text()
     (failure,) = ET.parse(out / "junit.xml").getroot().findall(".//failure")
     assert "first divergence" in failure.text
 
