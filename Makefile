@@ -20,13 +20,16 @@ ORT_WEB := ort.wasm.min.mjs ort-wasm-simd-threaded.wasm ort-wasm-simd-threaded.m
 install: $(STAMP)
 
 # torch first and exactly (a local CPU wheel; any other spec pulls CUDA), then everything else pinned by
-# constraints.txt (which pins torch==2.13.0 too), then onnx2torch without its torchvision dependency.
+# constraints.txt (which pins torch==2.13.0 too), then onnx2torch without its torchvision dependency, and
+# openvino without openvino-telemetry, which reports usage unasked (its other dependencies, numpy and packaging,
+# are already there): a package not installed cannot send anything.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	$(BIN)/pip install -q -c constraints.txt --no-deps onnx2torch
+	$(BIN)/pip install -q -c constraints.txt --no-deps openvino
 	# the KServe SDK's typed models only, to validate the generated KServe resources (the whole SDK wants protobuf < 7)
 	$(BIN)/pip install -q -c constraints.txt --no-deps --upgrade --target $(VENV)/kserve-sdk kserve
 	touch $(STAMP)

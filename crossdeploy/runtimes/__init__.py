@@ -1,4 +1,5 @@
-"""The runtime registry: format name -> adapter class. Everything that runs an artifact goes through it.
+"""The runtime registry: format name -> adapter class, and the other engines that can run the same artifact of a
+format. Everything that runs an artifact goes through it.
 
 Adapters are imported lazily so that naming a format costs nothing until it is loaded.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from crossdeploy.errors import ConfigError
+from crossdeploy.errors import ConfigError, CrossdeployError
 from crossdeploy.repository import ModelRepository
 
 from .base import Runtime
@@ -24,20 +25,39 @@ REGISTRY: dict[str, str] = {
     "tflite": "tflite:LiteRTRuntime",
     "keras": "keras_rt:KerasRuntime",
 }
+# Engines other than the format's own that run the very same artifact file: format -> {runtime name: adapter}.
+ALTERNATIVES: dict[str, dict[str, str]] = {
+    "onnx": {"openvino": "openvino_rt:OpenVinoRuntime"},
+}
 
 
-def runtime_class(format_name: str) -> type[Runtime]:
-    if format_name not in REGISTRY:
-        raise ConfigError("format", f"no runtime adapter for format '{format_name}' (known: {', '.join(REGISTRY)})")
-    module, _, cls = REGISTRY[format_name].partition(":")
+def _adapter(path: str) -> type[Runtime]:
+    module, _, cls = path.partition(":")
     return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
 
-def open_runtime(repository: ModelRepository, name: str, version: int | None = None, threads: int = 2) -> Runtime:
-    """Builds the adapter for one variant version of the repository (not loaded yet)."""
+def runtime_class(format_name: str, runtime: str | None = None) -> type[Runtime]:
+    """The adapter of a format; with `runtime`, the named alternative engine for it."""
+    if format_name not in REGISTRY:
+        raise ConfigError("format", f"no runtime adapter for format '{format_name}' (known: {', '.join(REGISTRY)})")
+    if runtime is None:
+        return _adapter(REGISTRY[format_name])
+    choices = ALTERNATIVES.get(format_name, {})
+    if runtime not in choices:
+        offered = ", ".join(f"{r} ({f})" for f, named in ALTERNATIVES.items() for r in named)
+        raise CrossdeployError(f"no runtime '{runtime}' for format '{format_name}' (alternative runtimes: {offered})")
+    return _adapter(choices[runtime])
+
+
+def open_runtime(repository: ModelRepository, name: str, version: int | None = None, threads: int = 2,
+                 runtime: str | None = None) -> Runtime:
+    """Builds the adapter for one variant version of the repository (not loaded yet). `runtime` names another
+    engine for the variant's own file (see ALTERNATIVES); the one its config records is the default."""
     config, record = repository.get(name, version)
     directory: Path = repository.version_dir(name, record.version)
-    return runtime_class(config.format)(config, record, directory, threads=threads)
+    if runtime == config.runtime.tool:
+        runtime = None
+    return runtime_class(config.format, runtime)(config, record, directory, threads=threads)
 
 
-__all__ = ["REGISTRY", "Runtime", "open_runtime", "runtime_class"]
+__all__ = ["ALTERNATIVES", "REGISTRY", "Runtime", "open_runtime", "runtime_class"]
