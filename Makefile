@@ -52,8 +52,10 @@ pipeline: install
 # Reports in build/reports/matrix/ (matrix.md, matrix.json, matrix.png, junit.xml); exits 1 if a required pathway fails.
 SPECS ?=
 INT8_KEEP_FLOAT ?= 4
+# Seconds per step: ranking the transformer's TFLite int8 nodes for the keep-float curve takes ~5-12 min on 2 cores.
+MATRIX_TIMEOUT ?= 1800
 matrix: $(BUILT)
-	$(BIN)/crossdeploy matrix $(SPECS) --junit build/reports/matrix/junit.xml --int8-keep-float $(INT8_KEEP_FLOAT)
+	$(BIN)/crossdeploy matrix $(SPECS) --junit build/reports/matrix/junit.xml --int8-keep-float $(INT8_KEEP_FLOAT) --timeout $(MATRIX_TIMEOUT)
 
 # The repository is stale when it is missing or older than the code and pins that build it.
 $(BUILT): $(SOURCES) | $(STAMP)
