@@ -6,7 +6,7 @@ arrays), per batch size, for one intra-op thread count. TensorFlow fixes its thr
 Cold start is measured here too (`--coldstart VARIANT`), one fresh process per variant: load time (framework
 import included, as a server starting up sees it), first inference, RSS added.
 
-    python -m crossdeploy.bench.inprocess --repository R --threads 1 --out part.json [--variant V]... [--quick]
+    python -m crossdeploy.bench.inprocess --repository R --threads 1 --out part.json [--variant V[@RUNTIME]]... [--quick]
 """
 
 from __future__ import annotations
@@ -27,6 +27,15 @@ from .stats import Window, measure_stable, merge
 
 BATCHES = (1, 8, 64)
 LAYERS = ("adapter", "bare")
+# "torch-onnx@openvino": the variant's own artifact run by another engine (crossdeploy.runtimes.ALTERNATIVES).
+ENGINE_MARK = "@"
+
+
+def open_variant(repository: ModelRepository, key: str, threads: int):
+    from crossdeploy.runtimes import open_runtime
+
+    name, _, runtime = key.partition(ENGINE_MARK)
+    return open_runtime(repository, name, threads=threads, runtime=runtime or None)
 
 
 def inputs(batch: int) -> dict[str, np.ndarray]:
@@ -51,10 +60,8 @@ def timed_window(call, rows: int, seconds: float) -> Window:
 
 def measure(repository: Path, threads: int, variants: list[str], batches: tuple[int, ...], layers: tuple[str, ...],
             repeats: int, window_s: float, max_windows: int) -> list[dict]:
-    from crossdeploy.runtimes import open_runtime
-
     repo = ModelRepository(repository)
-    runtimes = {name: open_runtime(repo, name, threads=threads).load() for name in variants}
+    runtimes = {name: open_variant(repo, name, threads).load() for name in variants}
     feeds = {b: inputs(b) for b in batches}
     results: dict[tuple, dict] = {}
     plan = [(n, b, layer) for n in variants for b in batches for layer in layers]

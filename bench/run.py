@@ -28,6 +28,7 @@ from crossdeploy.repository import ModelRepository
 from crossdeploy.versions import INFERENCE_PACKAGES, version_of
 
 from . import engines as gateway_engines
+from .inprocess import ENGINE_MARK
 from .provenance import git_revision, machine
 from .requests import PROTOCOLS
 from .results import BenchReport, ColdStart, EngineRun, Run, Scenario
@@ -53,12 +54,13 @@ class Plan:
     coldstart: bool = True
     quick: bool = False
     engines: tuple[str, ...] = ("inprocess",)
+    alternatives: tuple[str, ...] = ()  # "variant@runtime": measured in process beside the variant's own runtime
     notes: list[str] = field(default_factory=list)
 
     @classmethod
     def make(cls, repository: ModelRepository, quick: bool, variants: list[str] | None, protocols: list[str] | None,
              repeats: int | None, url: str | None, engines: list[str] | None = None,
-             concurrency: list[int] | None = None) -> "Plan":
+             concurrency: list[int] | None = None, runtimes: list[str] | None = None) -> "Plan":
         known = repository.names() if repository.exists() else []
         chosen = variants or (list(QUICK_VARIANTS) if quick else known)
         if not url and (unknown := [v for v in chosen if v not in known]):
@@ -77,7 +79,28 @@ class Plan:
             if bad := [c for c in concurrency if c < 1]:
                 raise ConfigError("--concurrency", f"must be at least 1: {', '.join(map(str, bad))}")
             plan.concurrency = tuple(sorted(set(concurrency)))
+        if runtimes:
+            plan.alternatives = alternatives(repository, chosen, runtimes, url)
+            for key in plan.alternatives:
+                runtime = key.partition(ENGINE_MARK)[2]
+                plan.notes.append(f"{key}: the variant's own file run by {runtime} {version_of(runtime)}, in process only "
+                                  "(the gateway serves each variant on its recorded runtime)")
         return plan
+
+
+def alternatives(repository: ModelRepository, variants: list[str], runtimes: list[str], url: str | None) -> tuple[str, ...]:
+    """`variant@runtime` for every chosen variant whose format the named runtime also runs."""
+    from crossdeploy.runtimes import ALTERNATIVES
+
+    known = sorted({r for named in ALTERNATIVES.values() for r in named})
+    if url:
+        raise ConfigError("--runtimes", "other runtimes are measured in process, and --url has no in-process part")
+    if bad := [r for r in runtimes if r not in known]:
+        raise ConfigError("--runtimes", f"unknown: {', '.join(bad)} (known: {', '.join(known)})")
+    pairs = tuple(f"{v}{ENGINE_MARK}{r}" for v in variants for r in runtimes if r in ALTERNATIVES.get(repository.config(v).format, {}))
+    if not pairs:
+        raise ConfigError("--runtimes", f"none of the chosen variants can run on {', '.join(runtimes)}")
+    return pairs
 
 
 class LineProgress(Progress):
@@ -122,7 +145,7 @@ def in_process(repository: Path, plan: Plan, progress: Progress, scratch: Path) 
         task = progress.add_task(f"in-process, {threads} thread(s)", total=None)
         args = ["--repository", str(repository), "--threads", str(threads), "--batches", ",".join(map(str, plan.batches)),
                 "--repeats", str(plan.repeats), "--window", str(plan.window_s), "--max-windows", str(plan.max_windows)]
-        for v in plan.variants:
+        for v in (*plan.variants, *plan.alternatives):
             args += ["--variant", v]
         for entry in _worker(args, progress, task, scratch / f"inprocess-t{threads}.json"):
             runs = [Run.model_validate(r) for r in entry.pop("runs")]
@@ -188,15 +211,16 @@ def point_latest(out: Path, folder: Path) -> None:
 def run_bench(repository: Path, out: Path, *, quick: bool = False, variants: list[str] | None = None,
               protocols: list[str] | None = None, repeats: int | None = None, url: str | None = None,
               engines: list[str] | None = None, concurrency: list[int] | None = None,
-              console: Console | None = None) -> Path:
+              runtimes: list[str] | None = None, console: Console | None = None) -> Path:
     """The whole comparison into a new timestamped folder under `out` (`latest` points at it). `engines`: the
     gateway engines measured one after the other (default: both on a full run; "inprocess" with --quick or
-    --variants/--protocols). `concurrency`: the closed loop's connections in flight (default 1, 4, 16, 64)."""
+    --variants/--protocols). `concurrency`: the closed loop's connections in flight (default 1, 4, 16, 64).
+    `runtimes`: other engines (openvino) that also run the chosen variants' files, in process only."""
     from .report import write_report
 
     console = console or Console()
     started = time.perf_counter()
-    plan = Plan.make(ModelRepository(repository), quick, variants, protocols, repeats, url, engines, concurrency)
+    plan = Plan.make(ModelRepository(repository), quick, variants, protocols, repeats, url, engines, concurrency, runtimes)
     folder = out / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     folder.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="crossdeploy-bench-"))

@@ -239,7 +239,8 @@ def bench(repository: Repository = S.repository,
           repeats: Annotated[Optional[int], typer.Option(min=1, help="Runs per scenario (default 3; --quick 1).")] = None,
           url: Annotated[Optional[str], typer.Option(help="Measure this server instead of starting the gateway (no in-process part).")] = None,
           engines: Annotated[Optional[str], typer.Option(help="Comma-separated gateway engines to measure side by side: inprocess,ray (default: both on a full run; inprocess with --quick, --variants or --protocols).")] = None,
-          concurrency: Annotated[Optional[str], typer.Option(help="Comma-separated closed-loop concurrencies of the gateway sweep (default 1,4,16,64).")] = None):
+          concurrency: Annotated[Optional[str], typer.Option(help="Comma-separated closed-loop concurrencies of the gateway sweep (default 1,4,16,64).")] = None,
+          runtimes: Annotated[Optional[str], typer.Option(help="Comma-separated other runtimes to time in process on the same files: openvino (ONNX variants).")] = None):
     """The latency comparison: in-process, cold start, and through the gateway; JSON, Markdown and PNGs."""
     from crossdeploy.bench.run import run_bench
 
@@ -253,7 +254,7 @@ def bench(repository: Repository = S.repository,
 
     with quiet(S.workdir, "bench"):
         run_bench(repository, out, quick=quick, variants=split(variants), protocols=split(protocols), repeats=repeats, url=url,
-                  engines=split(engines), concurrency=counts(concurrency))
+                  engines=split(engines), concurrency=counts(concurrency), runtimes=split(runtimes))
 
 
 @app.command()

@@ -148,3 +148,38 @@ def test_openvino_writes_nothing_under_home_and_has_no_telemetry_to_send(reposit
     assert proc.stdout.strip().splitlines()[-1] == "telemetry importable: False"
     assert not (home / "intel").exists()
     assert list(home.iterdir()) == []
+
+
+def test_the_bench_times_the_onnx_variants_on_openvino_beside_onnxruntime(repository, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from crossdeploy.bench.run import LineProgress, Plan, in_process, verdicts
+
+    plan = Plan.make(repository, quick=True, variants=["torch-onnx", "keras-tflite", "torch-onnx-int8"], protocols=None,
+                     repeats=None, url=None, runtimes=["openvino"])
+    assert plan.alternatives == ("torch-onnx@openvino", "torch-onnx-int8@openvino")
+    assert plan.variants == ["torch-onnx", "keras-tflite", "torch-onnx-int8"]  # the gateway still serves these only
+    assert any(n.startswith("torch-onnx@openvino: the variant's own file run by openvino 2026.4.1") for n in plan.notes)
+    plan.variants, plan.alternatives, plan.batches, plan.window_s, plan.max_windows = (
+        ["torch-onnx"], ("torch-onnx@openvino",), (1,), 0.02, 3)
+    with LineProgress(console=Console(file=io.StringIO())) as progress:
+        scenarios = in_process(repository.root, plan, progress, tmp_path)
+    timed = {(s.variant, s.layer) for s in scenarios}
+    assert timed == {(v, layer) for v in ("torch-onnx", "torch-onnx@openvino") for layer in ("adapter", "bare")}
+    assert all(s.p50.median > 0 for s in scenarios)
+    [verdict] = verdicts(scenarios)  # one in-process group: the two engines on the same file are compared
+    assert verdict.group == "in-process, batch 1, 1 thread"
+    assert {verdict.winner, verdict.runner_up} == {"torch-onnx", "torch-onnx@openvino"}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--variants", "torch-onnx", "--runtimes", "tensorrt"], "--runtimes: unknown: tensorrt (known: openvino)"),
+    (["--variants", "torch-tflite", "--runtimes", "openvino"], "--runtimes: none of the chosen variants can run on openvino"),
+])
+def test_bench_refuses_a_runtime_it_cannot_use_in_one_line(repository, tmp_path, extra, message):
+    result = subprocess.run([sys.executable, "-m", "crossdeploy.cli", "bench", "--repository", str(repository.root),
+                             *extra, "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == f"crossdeploy: error: {message}"
