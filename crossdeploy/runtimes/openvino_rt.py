@@ -49,8 +49,9 @@ class OpenVinoRuntime(Runtime):
         request = getattr(self._requests, "request", None)
         if request is None:
             request = self._requests.request = self.model.create_infer_request()
-        # share_outputs=False: the request reuses its output buffers, a result handed back must not change later.
-        result = request.infer(dict(enumerate(inputs.values())), share_inputs=False, share_outputs=False)
+        # The inputs are contiguous arrays of the model's dtypes, only read while this synchronous call runs: shared,
+        # not copied. The outputs are copied: the request reuses its buffers, and a result handed back must not change.
+        result = request.infer(dict(enumerate(inputs.values())), share_inputs=True, share_outputs=False)
         return self._outputs([result[output] for output in self.model.outputs])
 
     def _unload(self) -> None:
