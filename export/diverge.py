@@ -23,12 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.repository import ModelRepository, Tolerance, default_tolerance, reference_of
+from crossdeploy.repository import INT8_STEPS, ModelRepository, Tolerance, default_tolerance, reference_of
 
 from . import diverge_report
 from .diverge_align import Hop, align
 from .diverge_capture import onnx_all_outputs, torch_leaf_outputs
-from .diverge_tf import INT8_STEPS
 
 # pathway -> (the pathway whose ONNX file its chain goes through, None when it goes straight from the source; the
 # hop after that ONNX file, or the one hop from the source)

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from crossdeploy.repository import Tolerance
+from crossdeploy.repository import Tolerance, quantization_bound
 
 from .diverge_align import Hop, align
 from .diverge_capture import OnnxCapture, OnnxPoint
-from .diverge_tf import INT8_STEPS
 
 QDQ = {"QuantizeLinear", "DequantizeLinear"}
 
@@ -89,7 +88,7 @@ def qdq_capture(repository, variant: str, fp32: OnnxCapture, samples: np.ndarray
         step = max(coarsest, default=None)
         if step is not None:
             steps[tensor] = step
-            bounds[tensor] = Tolerance(atol=INT8_STEPS * step, rtol=0.0)
+            bounds[tensor] = quantization_bound(step)
     return OnnxCapture(points, raw.graph_inputs, raw.initializers | weights), bounds
 
 

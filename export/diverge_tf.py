@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from crossdeploy.repository import Tolerance
+from crossdeploy.repository import Tolerance, quantization_bound
 
 from .diverge_align import Hop, align
 from .diverge_capture import OnnxCapture, OnnxPoint, TorchPoint
@@ -35,7 +35,6 @@ TF_OPS = {
     "Unsqueeze": {"Reshape", "ExpandDims"}, "Squeeze": {"Reshape", "Squeeze"}, "Transpose": {"Transpose"},
     "Softmax": {"Softmax"}, "Sigmoid": {"Sigmoid"}, "Tanh": {"Tanh"}, "Concat": {"ConcatV2"}, "ReduceMean": {"Mean"},
 }
-INT8_STEPS = 48  # an int8 tensor leaves the tolerance beyond this many quantization steps (3/16 of its range)
 
 
 def savedmodel_capture(repository, variant: str, samples: np.ndarray, threads: int = 2) -> OnnxCapture:
@@ -134,7 +133,7 @@ def keras_tflite_hop(repository, reference: str, variant: str, samples: np.ndarr
 
     layers = keras_layer_outputs(repository, reference, samples)
     capture, steps, fused_into = tflite_capture(repository, variant, samples, layers)
-    bounds = {tensor: Tolerance(atol=INT8_STEPS * step, rtol=0.0) for tensor, step in steps.items()}
+    bounds = {tensor: quantization_bound(step) for tensor, step in steps.items()}
     hop = align(layers, capture, tolerance, name, reference, variant, labels=("Keras layer", "TFLite op"), bounds=bounds)
     output_op = {p.module: p.output_op for p in layers}
     for entry in hop.unmatched:
@@ -148,5 +147,5 @@ def keras_tflite_hop(repository, reference: str, variant: str, samples: np.ndarr
     return hop, len(layers)
 
 
-__all__ = ["INT8_STEPS", "TF_OPS", "keras_savedmodel_hop", "keras_tflite_hop", "onnx2tf_savedmodel_hop",
+__all__ = ["TF_OPS", "keras_savedmodel_hop", "keras_tflite_hop", "onnx2tf_savedmodel_hop",
            "savedmodel_capture", "tflite_capture"]

@@ -82,6 +82,16 @@ def default_tolerance(precision: str) -> Tolerance:
     return INT8_TOLERANCE if precision == "int8" else FLOAT_TOLERANCE
 
 
+# An int8 intermediate tensor leaves the tolerance beyond this many quantization steps (3/16 of its range): the
+# int8 variant's own tolerance compares no values, so diverge holds each quantized tensor to this instead.
+INT8_STEPS = 48
+
+
+def quantization_bound(step: float) -> Tolerance:
+    """The bound of an int8 intermediate tensor whose (coarsest) quantization step is `step`."""
+    return Tolerance(atol=INT8_STEPS * step, rtol=0.0)
+
+
 def reference_of(config, configs) -> str | None:
     """The eager variant of the same model and source framework among `configs` (VariantConfig-like objects)."""
     eager = EAGER_FORMAT.get(config.source_framework)
