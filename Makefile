@@ -15,7 +15,7 @@ SOURCES := $(shell find models export crossdeploy -name '*.py' 2>/dev/null) cons
 WEB := serving/static/vendor/.built
 ORT_WEB := ort.wasm.min.mjs ort-wasm-simd-threaded.wasm ort-wasm-simd-threaded.mjs
 
-.PHONY: install web pipeline matrix up serve bench bench-quick bench-gateway fuzz soak test clean
+.PHONY: install web pipeline matrix remedies up serve bench bench-quick bench-gateway fuzz soak test clean
 
 install: $(STAMP)
 
@@ -56,6 +56,12 @@ INT8_KEEP_FLOAT ?= 4
 MATRIX_TIMEOUT ?= 1800
 matrix: $(BUILT)
 	$(BIN)/crossdeploy matrix $(SPECS) --junit build/reports/matrix/junit.xml --int8-keep-float $(INT8_KEEP_FLOAT) --timeout $(MATRIX_TIMEOUT)
+
+# Known remedies on two recurrent models no pathway takes as they are (docs/remedies.md).
+remedies: install
+	$(BIN)/python docs/examples/recurrent/recurrent_models.py build
+	$(BIN)/crossdeploy matrix docs/examples/recurrent/lstm.toml docs/examples/recurrent/gru.toml \
+	    --out build/reports/matrix-recurrent --junit build/reports/matrix-recurrent/junit.xml
 
 # The repository is stale when it is missing or older than the code and pins that build it.
 $(BUILT): $(SOURCES) | $(STAMP)

@@ -75,6 +75,11 @@ def matrix_figure(report: Path, docs: Path) -> str:
     return copy_figure(report, docs, "Deployability heatmap: every pathway × model")
 
 
+def remedies_figure(report: Path, docs: Path) -> str:
+    shutil.copyfile(report, docs / "remedies.png")  # docs/matrix.png is the built-in specs' heatmap
+    return "![Deployability heatmap of the two recurrent models: the remedied pathways in blue](remedies.png)\n"
+
+
 # The engines region's chart: kept with the comparison it belongs to when a later run compared no engines.
 ENGINES_CHART = "engines.png"
 
@@ -154,6 +159,8 @@ SOURCES: dict[str, Source] = {
     "matrix-report": Source("matrix/matrix.json", "make matrix", matrix_report),
     "matrix-figure": Source("matrix/matrix.png", "make matrix", matrix_figure),
     "int8-curves": Source("matrix/matrix.json", "make matrix", int8_curves),
+    "remedies-report": Source("matrix-recurrent/matrix.json", "make remedies", matrix_report),
+    "remedies-figure": Source("matrix-recurrent/matrix.png", "make remedies", remedies_figure),
     "bench-report": Source("bench/latest/results.json", "make bench", bench_report),
     "engines": Source("bench/latest/results.json", "make bench", engines_report),
     "gateway-floor": Source("gateway/gateway_floor.json", "make bench-gateway", gateway_floor),
