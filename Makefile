@@ -108,6 +108,12 @@ soak: $(BUILT)
 docs: install
 	$(BIN)/crossdeploy docs
 
+# litert-torch's own environment (.venv-litert, about 2.2 GB, about 3 minutes): its requirements conflict with the
+# main pins, so it is built apart from them, from environments/litert.txt (export/environments.py).
+.PHONY: env-litert
+env-litert: $(STAMP)
+	$(BIN)/python -m export.environments litert
+
 test: install $(WEB)
 	$(BIN)/python -m pytest -q
 
