@@ -135,7 +135,7 @@ def _npy(path: Path):
         raise CrossdeployError(f"--inputs {path}: not a readable .npy array ({exc})") from None
     if array.ndim < 2 or not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
         raise CrossdeployError(f"--inputs {path}: want a finite numeric array with a batch axis first, got {array.dtype} {array.shape}")
-    return array.astype(np.float32)
+    return array  # diverge checks it against the variant's signature and casts it to its datatype
 
 
 @app.command()

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.repository import INT8_STEPS, ModelRepository, Tolerance, default_tolerance, reference_of
+from crossdeploy.repository import INT8_STEPS, V2_TO_NUMPY, ModelRepository, Tolerance, default_tolerance, reference_of
 
 from . import diverge_report
 from .diverge_align import Hop, align
@@ -120,6 +120,15 @@ def _from_source(repo: ModelRepository, config, reference: str, x: np.ndarray) -
     return [hop], [reference, config.name], read
 
 
+def _checked(inputs: np.ndarray, config) -> np.ndarray:
+    """Given inputs against the variant's first input signature (-1: any size), before any model is loaded."""
+    want = config.inputs[0].shape
+    if inputs.ndim != len(want) or any(w != -1 and w != d for w, d in zip(want[1:], inputs.shape[1:])) or not len(inputs):
+        raise CrossdeployError(f"{config.name}: inputs shaped {list(inputs.shape)} do not fit its input "
+                               f"'{config.inputs[0].name}' {list(want)}")
+    return inputs.astype(V2_TO_NUMPY[config.inputs[0].datatype], copy=False)
+
+
 def run_diverge(repository: Path, variant: str, out: Path, samples: int = 64, inputs: np.ndarray | None = None) -> Path:
     """Writes diverge.json, diverge.md and diverge.png into `out` and returns it. `inputs`: the samples to run
     (a user spec's, as the matrix has them); default the built-in spec's parity samples of the variant's model."""
@@ -135,7 +144,10 @@ def run_diverge(repository: Path, variant: str, out: Path, samples: int = 64, in
     reference = reference_of(config, repo.list())
     if reference is None:
         raise CrossdeployError(f"{variant}: no eager reference variant of {config.model} in the repository")
-    x = inputs[:samples] if inputs is not None else _samples(config.model, samples)
+    if config.remedy is not None and config.remedy.upstream:
+        raise CrossdeployError(f"{variant} was converted from an ONNX file re-exported with the remedy "
+                               f"{config.remedy.name}, which the repository does not hold: its chain cannot be followed")
+    x = _checked(inputs[:samples], config) if inputs is not None else _samples(config.model, samples)
     plan = _from_source if CHAINS[config.pathway][0] is None else _through_onnx
     hops, chain, read = plan(repo, config, reference, x)
     tolerance = config.tolerance.describe()

@@ -3,8 +3,9 @@ pathway fails, each as its own attempt with its own load, run and parity check.
 
 A remedy is a named option set for one exporter: the pathway's own (`target="self"`) or the one whose file the
 pathway converts (`target="upstream"`, e.g. a different ONNX exporter under onnx2tf). Per pathway they are tried
-in order of what they cost where the variant is served (nothing, a bigger file, a fixed batch, another runtime
-dependency, a deprecated exporter), and the first that passes parity is kept; its variant's config.json records it
+mostly in order of what they cost where the variant is served (nothing, a bigger file, a deprecated exporter, a
+fixed batch, another runtime dependency); onnx2tf's own flags come before re-exporting the ONNX file it converts,
+since they rescue the classic LSTM failure without changing that file. The first that passes parity is kept; its variant's config.json records it
 (VariantConfig.remedy), so no remedy is ever applied silently.
 """
 

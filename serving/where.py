@@ -4,8 +4,8 @@ tolerance, with the error-vs-depth plot.
 The diagnosis is `crossdeploy diverge VARIANT --inputs <the digit>` run as a child process: it loads the source
 model and every artifact of the chain (torch, TF, the converters' outputs), which the gateway must neither import
 (serving never imports export) nor keep in its own memory. One diagnosis runs at a time (a second caller gets 503
-and Retry-After), each is bounded in time, and its result is kept under <workdir>/reports/where/, keyed by the
-variant's version and the digit, so asking again for the same digit costs nothing.
+and Retry-After), each is bounded in time, and its result is kept under <workdir>/reports/where/ (the most recent
+KEPT), keyed by the variant's version and the digit, so asking again for the same digit costs nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from .routing import protocol_router
 router = protocol_router("Web page")
 TIMEOUT_S = 180.0  # a cold diagnosis of the longest chain (torch -> ONNX -> TFLite) takes ~15 s on 2 busy cores
 KEY = re.compile(r"[0-9a-f]{20}")
+KEPT = 256  # diagnoses kept on disk (about 100 KB each), the oldest removed first
+LOG_SUFFIX = re.compile(r"\s*\(framework output: [^)]*\)\s*$")
 _running = asyncio.Lock()
 
 
@@ -72,31 +75,51 @@ def _image(payload: bytes, spec) -> np.ndarray:
 
 
 def _failure(name: str, stderr: str) -> CrossdeployError:
-    """The child's one-line refusal (a chain diverge does not follow, …) is the caller's answer; anything else
-    is the diagnosis failing."""
+    """The input was checked here and the variant has a chain: whatever stops the child is the server's fault (a
+    missing upstream variant, an artifact that does not load), said in its own one line."""
     lines = [line for line in stderr.splitlines() if line.strip()]
-    refusal = next((line.split("error:", 1)[1].strip() for line in reversed(lines) if line.startswith("crossdeploy: error:")), None)
-    if refusal:
-        return InvalidInput(refusal)
-    return InferenceFailed(name, "the diagnosis failed: " + (lines[-1][:300] if lines else "no output"))
+    said = next((line.split("error:", 1)[1] for line in reversed(lines) if line.startswith("crossdeploy: error:")),
+                lines[-1] if lines else "no output")
+    return InferenceFailed(name, "the diagnosis failed: " + LOG_SUFFIX.sub("", said).strip()[:300])
+
+
+def _discard(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _prune(root: Path) -> None:
+    """Only the KEPT most recent diagnoses stay: a caller drawing new digits cannot fill the disk."""
+    done = sorted((f for f in root.iterdir() if f.is_dir() and KEY.fullmatch(f.name)), key=lambda f: f.stat().st_mtime)
+    for old in done[:-KEPT]:
+        _discard(old)
 
 
 async def _diagnose(request: Request, name: str, image: np.ndarray, folder: Path) -> None:
+    """Runs the child into <key>.partial and moves it to <key> only once diverge.json and diverge.png are both
+    written: a folder named by its key is always a whole diagnosis."""
     settings = request.app.state.settings
-    folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / "input.npy", image)
+    partial = folder.with_name(folder.name + ".partial")
+    _discard(partial)
+    partial.mkdir(parents=True)
+    np.save(partial / "input.npy", image)
     command = [sys.executable, "-m", "crossdeploy.cli", "diverge", name, "--repository", str(settings.repository),
-               "--workdir", str(settings.workdir), "--inputs", str(folder / "input.npy"), "--out", str(folder)]
+               "--workdir", str(settings.workdir), "--inputs", str(partial / "input.npy"), "--out", str(partial)]
     child = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.DEVNULL,
                                                  stderr=asyncio.subprocess.PIPE, start_new_session=True)
     try:
         _, stderr = await asyncio.wait_for(child.communicate(), TIMEOUT_S)
-    except (asyncio.TimeoutError, asyncio.CancelledError):
-        child.kill()  # a diagnosis nobody waits for is not left running
+    except BaseException as exc:  # a timeout, or the gateway shutting down: no diagnosis is left running
+        child.kill()
         await child.wait()
-        raise DiagnosisTimeout(name, TIMEOUT_S) from None
-    if child.returncode != 0 or not (folder / "diverge.json").is_file():
+        _discard(partial)
+        if isinstance(exc, asyncio.TimeoutError):
+            raise DiagnosisTimeout(name, TIMEOUT_S) from None
+        raise
+    if child.returncode != 0 or not all((partial / f).is_file() for f in ("diverge.json", "diverge.png")):
+        _discard(partial)
         raise _failure(name, stderr.decode(errors="replace"))
+    partial.replace(folder)
+    _prune(folder.parent)
 
 
 @router.post("/v1/where/{name}", **doc.operation(
@@ -116,7 +139,7 @@ async def where(request: Request):
     version = (entry.runtime or entry.remote).version.version
     key = hashlib.sha256(f"{name}/{version}/".encode() + image.tobytes()).hexdigest()[:20]
     folder = Path(request.app.state.settings.workdir) / "reports" / "where" / key
-    if not (folder / "diverge.json").is_file():
+    if not folder.is_dir():
         if _running.locked():
             raise DiagnosisBusy(max(1, request.app.state.settings.retry_after_s))
         async with _running:

@@ -235,3 +235,24 @@ def test_a_reference_variant_or_an_unknown_one_is_refused_in_one_line(repository
     with pytest.raises(CrossdeployError, match="'no-such' is not in the repository"):
         run_diverge(repository.root, "no-such", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_given_inputs_that_do_not_fit_the_signature_are_one_line_before_anything_runs(repository, tmp_path, capsys):
+    from crossdeploy.cli import main
+
+    np.save(tmp_path / "bad.npy", np.zeros((1, 5, 5), np.float32))
+    assert main(["diverge", "torch-export", "--repository", str(repository.root), "--workdir", str(tmp_path),
+                 "--inputs", str(tmp_path / "bad.npy"), "--out", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("crossdeploy: error: torch-export: inputs shaped [1, 5, 5] do not fit its input 'image' [-1, 8, 8]")
+    assert len(error.splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_a_variant_converted_from_a_remedied_onnx_file_is_not_followed_through_the_unremedied_one(scratch_repository, tmp_path):
+    """Its converter read an ONNX file the repository does not hold: matching it against torch-onnx would be wrong."""
+    path = scratch_repository.root / "torch-tflite" / "config.json"
+    config = json.loads(path.read_text())
+    config["remedy"] = {"name": "opset-17", "upstream": {"opset": 17}, "cost": "none", "replaces": "conversion failed: …"}
+    path.write_text(json.dumps(config))
+    with pytest.raises(CrossdeployError, match="re-exported with the remedy opset-17, which the repository does not hold"):
+        run_diverge(scratch_repository.root, "torch-tflite", tmp_path / "out")

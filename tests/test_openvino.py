@@ -183,3 +183,16 @@ def test_bench_refuses_a_runtime_it_cannot_use_in_one_line(repository, tmp_path,
                              *extra, "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == f"crossdeploy: error: {message}"
+
+
+def test_openvino_missing_is_one_line_naming_the_install_step(monkeypatch):
+    """openvino comes from `make install` (no-deps), not from the package's dependencies: without it, one line."""
+    import sys
+
+    from crossdeploy.errors import CrossdeployError
+    from crossdeploy.runtimes import runtime_class
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # what `import openvino` meets when it is not installed
+    monkeypatch.delitem(sys.modules, "crossdeploy.runtimes.openvino_rt", raising=False)
+    with pytest.raises(CrossdeployError, match=r"runtime 'openvino' is not installed \(openvino\): `make install` installs it"):
+        runtime_class("onnx", "openvino")

@@ -46,7 +46,10 @@ def runtime_class(format_name: str, runtime: str | None = None) -> type[Runtime]
     if runtime not in choices:
         offered = ", ".join(f"{r} ({f})" for f, named in ALTERNATIVES.items() for r in named)
         raise CrossdeployError(f"no runtime '{runtime}' for format '{format_name}' (alternative runtimes: {offered})")
-    return _adapter(choices[runtime])
+    try:  # an alternative engine is installed by `make install` beside the package, not as its dependency
+        return _adapter(choices[runtime])
+    except ImportError as exc:
+        raise CrossdeployError(f"runtime '{runtime}' is not installed ({exc.name or exc}): `make install` installs it") from None
 
 
 def open_runtime(repository: ModelRepository, name: str, version: int | None = None, threads: int = 2,

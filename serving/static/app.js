@@ -147,17 +147,24 @@ async function browserRun(v, image) {
 }
 
 // "where?": crossdeploy diverge on the server for this one input; one diagnosis at a time, kept per input.
+let asked = 0; // the newest "where?" owns the panel: an older answer arriving late is dropped
 async function diagnose(name, image) {
+  const mine = ++asked;
   const panel = document.getElementById("where");
   panel.hidden = false; panel.dataset.ready = "no"; panel.dataset.variant = name;
   panel.querySelector("h2").textContent = `where ${name} leaves its tolerance`;
   const text = panel.querySelector(".verdicts"), plot = panel.querySelector("img");
   text.textContent = "following the chain layer by layer (a few seconds)…"; plot.hidden = true;
-  const response = await fetch(`/v1/where/${encodeURIComponent(name)}`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ image }) });
-  const answer = await response.json();
-  if (panel.dataset.variant !== name) return; // another "where?" was asked meanwhile
-  if (!response.ok) {
-    text.textContent = answer.error;
+  let response, answer;
+  try {
+    response = await fetch(`/v1/where/${encodeURIComponent(name)}`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ image }) });
+    answer = await response.json();
+  } catch (error) {
+    response = null; answer = { error: `no answer from the gateway: ${error}` };
+  }
+  if (mine !== asked) return;
+  if (!response || !response.ok) {
+    text.textContent = answer.error || `the gateway answered ${response.status}`;
   } else {
     text.innerHTML = "";
     const chain = document.createElement("p"); chain.textContent = `chain: ${answer.chain.join(" → ")}`;
@@ -171,6 +178,7 @@ async function diagnose(name, image) {
     plot.src = answer.plot; plot.hidden = false;
     await plot.decode().catch(() => {});
   }
+  if (mine !== asked) return;
   panel.dataset.ready = "yes";
   panel.scrollIntoView({ block: "nearest" });
 }
