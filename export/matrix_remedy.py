@@ -97,6 +97,9 @@ def with_remedies(worker, pathway, first: dict) -> dict:
     dynamic = worker.loaded.spec.inputs[0].shape[0] == -1
     remedies = remedies_for(pathway.name, worker.ctx.model, dynamic, worker.job.get("remedies"))
     base, tried = worker.ctx, []
+    # What the first attempt left failed (and only that) blocks the pathways built on this one: a remedy's own
+    # failed export must not, since the file they would be built from is still the first attempt's.
+    failed = dict(worker.failed)
     for remedy in remedies:
         worker.ctx = remedy_context(base, pathway.name, remedy)
         try:
@@ -105,6 +108,8 @@ def with_remedies(worker, pathway, first: dict) -> dict:
             result = {"status": "export failed", "step": worker.step, "message": first_lines(exc)}
         finally:
             used, worker.ctx, worker.remedy_args = worker.ctx, base, {}
+            worker.failed.clear()
+            worker.failed.update(failed)
         message = (result.get("message") or "").replace(f"{worker.repository.root}/", "").strip()
         tried.append({"remedy": remedy.name, "status": result["status"], "step": result.get("step"),
                       "message": message[:600]})
