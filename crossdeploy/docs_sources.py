@@ -64,7 +64,7 @@ def int8_curves(report: Path, docs: Path) -> str:
         if not source.is_absolute():
             source = report.parent / source
         target = docs / "int8" / row.variant
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns("models"), dirs_exist_ok=True)
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("models", "*.json"), dirs_exist_ok=True)
         row.int8_curve = {**row.int8_curve, "plot": str(target / "keep_float.png"), "report": str(target / "sensitivity.md")}
     if not any(r.int8_curve for r in run.results):
         return "The last `make matrix` measured no int8 keep-float curve (`INT8_KEEP_FLOAT=N` asks for one).\n"
