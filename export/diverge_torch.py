@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from crossdeploy.errors import first_line
 from crossdeploy.repository import Tolerance
 
 from .diverge_align import Hop, align
@@ -58,39 +57,18 @@ def _replaced(leaves: list[str], modules: dict) -> dict[str, str]:
     return {leaf: next((o for o in outer if name == o or name.startswith(o + ".")), name) for leaf, name in chosen.items()}
 
 
-def _call(scripted, args, kwargs):
-    try:
-        return scripted(*args, **kwargs)
-    except RuntimeError:
-        # a traced forward takes the traced tensor inputs only: keyword arguments that say "no mask" are dropped
-        if kwargs and all(v is None or v is False for v in kwargs.values()):
-            return scripted(*args)
-        raise
-
-
 def torchscript_hop(repository, reference: str, variant: str, samples: np.ndarray, source: list[TorchPoint],
                     tolerance: Tolerance) -> Hop:
     from crossdeploy.runtimes import open_runtime
-    from crossdeploy.runtimes.introspect_torch import eager_leaf_outputs, scripted_submodules
+    from crossdeploy.runtimes.introspect_torch import eager_leaf_outputs, eager_through_scripted, scripted_submodules
 
     script = open_runtime(repository, variant)
-    failures: dict[str, str] = {}
-
-    def replace(name, module, args, kwargs):
-        if name not in stands:
-            return None
-        try:
-            return _call(modules[name], args, kwargs)
-        except Exception as error:
-            failures[name] = f"its scripted submodule refuses the eager call's arguments: {first_line(error)}"
-            return None
-
     try:
         modules = scripted_submodules(script)
         chosen = _replaced([p.module for p in source if not p.identity], modules)
         stands = set(chosen.values()) - {""}
         everything = eager_leaf_outputs(open_runtime(repository, reference), samples)
-        captured = eager_leaf_outputs(open_runtime(repository, reference), samples, replace=replace)
+        captured, failures = eager_through_scripted(open_runtime(repository, reference), samples, modules, stands)
     finally:
         script.unload()
     # the reference: each leaf that stands for itself, and each ancestor that stands for its leaves

@@ -74,6 +74,37 @@ def eager_leaf_outputs(runtime: Runtime, samples: np.ndarray, threads: int = 2, 
     return list(captured.values())
 
 
+def _call(scripted, args, kwargs):
+    try:
+        return scripted(*args, **kwargs)
+    except RuntimeError:
+        # a traced forward takes the traced tensor inputs only: keyword arguments that say "no mask" are dropped
+        if kwargs and all(v is None or v is False for v in kwargs.values()):
+            return scripted(*args)
+        raise
+
+
+def eager_through_scripted(runtime: Runtime, samples: np.ndarray, modules: dict, stands: set[str]
+                           ) -> tuple[list[Captured], dict[str, str]]:
+    """The eager model's module outputs with each module named in `stands` computed by its scripted counterpart
+    (`modules`, from scripted_submodules) on the propagated input; and, per module whose scripted forward refused
+    the eager call's arguments, why (that module then keeps its eager output)."""
+    from crossdeploy.errors import first_line
+
+    failures: dict[str, str] = {}
+
+    def replace(name, module, args, kwargs):
+        if name not in stands:
+            return None
+        try:
+            return _call(modules[name], args, kwargs)
+        except Exception as error:
+            failures[name] = f"its scripted submodule refuses the eager call's arguments: {first_line(error)}"
+            return None
+
+    return eager_leaf_outputs(runtime, samples, replace=replace), failures
+
+
 def scripted_submodules(runtime: Runtime) -> dict[str, object]:
     """The loaded TorchScript file's submodules by qualified name (torch.jit.trace keeps the module tree)."""
     runtime.load()
