@@ -51,8 +51,9 @@ class DiagnosisTimeout(InferenceTimeout):
         CrossdeployError.__init__(self, f"the diagnosis of '{name}' took longer than {seconds:g} s and was stopped")
 
 
-_RESPONSE = {"type": "object", "required": ["variant", "verdicts", "hops", "plot"], "properties": {
+_RESPONSE = {"type": "object", "required": ["variant", "version", "verdicts", "hops", "plot"], "properties": {
     "variant": {"type": "string"}, "chain": {"type": "array", "items": {"type": "string"}},
+    "version": {"type": "integer", "description": "the version diagnosed: the repository's latest"},
     "samples": {"type": ["integer", "null"], "description": "inputs run through the chain (1: the one posted)"},
     "verdicts": {"type": "array", "items": {"type": "string"}}, "hops": {"type": "array", "items": {"type": "object"}},
     "plot": {"type": "string", "description": "where the error-vs-depth PNG is"}}}
@@ -136,7 +137,8 @@ async def where(request: Request):
         raise InvalidInput(f"'{name}' is the eager model every other variant of {entry.config.model} is converted "
                            "from: it has no chain to follow; ask for one of those variants")
     image = _image(await request.body(), entry.config.inputs[0])
-    version = (entry.runtime or entry.remote).version.version
+    # the child diagnoses the repository's latest version (a reload may not have reached this gateway yet)
+    version = gw.registry.repository.get(name)[1].version
     key = hashlib.sha256(f"{name}/{version}/".encode() + image.tobytes()).hexdigest()[:20]
     folder = Path(request.app.state.settings.workdir) / "reports" / "where" / key
     if not folder.is_dir():
@@ -145,7 +147,7 @@ async def where(request: Request):
         async with _running:
             await _diagnose(request, name, image, folder)
     found = json.loads((folder / "diverge.json").read_text())
-    return json_response({"variant": name, "chain": found.get("chain", []), "samples": found.get("samples"),
+    return json_response({"variant": name, "version": version, "chain": found.get("chain", []), "samples": found.get("samples"),
                           "verdicts": found.get("verdicts", []),
                           "hops": found.get("hops", []), "plot": f"/v1/where/{name}/{key}.png"})
 

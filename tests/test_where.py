@@ -35,14 +35,14 @@ def _post(live, name: str, image, timeout: float = 300.0) -> httpx.Response:
     return httpx.post(f"{live.url}/v1/where/{name}", json={"image": np.asarray(image).tolist()}, timeout=timeout)
 
 
-def test_one_digit_is_followed_along_the_chain_with_a_plot_and_asked_again_costs_nothing(live, digits):
+def test_one_digit_is_followed_along_the_chain_with_a_plot_and_asked_again_costs_nothing(live, digits, repository):
     first = _post(live, "torch-tflite", digits[0])
     assert first.status_code == 200, first.text
     answer = first.json()
     assert answer["variant"] == "torch-tflite" and answer["chain"][0] == "torch-eager" and answer["chain"][-1] == "torch-tflite"
     assert [h["name"] for h in answer["hops"]][:2] == ["torch -> ONNX", "ONNX -> TFLite (onnx2tf)"]
     assert answer["verdicts"] and not any(v.startswith("first divergence") for v in answer["verdicts"]), answer["verdicts"]
-    assert answer["samples"] == 1
+    assert answer["samples"] == 1 and answer["version"] == repository.get("torch-tflite")[1].version
     plot = httpx.get(live.url + answer["plot"])
     assert plot.status_code == 200 and plot.headers["content-type"] == "image/png" and plot.content[:4] == b"\x89PNG"
     # the same digit again is read back, not diagnosed again: one whole folder for it, untouched, the same answer
