@@ -7,7 +7,6 @@ curve as a PNG beside the report.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +19,13 @@ from .int8_report import short
 def keep_float_curve(repository: ModelRepository, variant: str, up_to: int, out: Path, x: np.ndarray,
                      y: np.ndarray | None, calibration: np.ndarray) -> dict:
     """Runs the curve and returns what the matrix row carries: each point, the ranked nodes, the report files."""
-    from .int8_sensitivity import run_sensitivity
+    from .int8_report import write_report
+    from .int8_sensitivity import measure
 
-    folder = run_sensitivity(repository, variant, out, samples=(x, y, calibration), up_to=up_to)
-    found = json.loads((folder / "sensitivity.json").read_text())
+    result = measure(repository, variant, limit=None, models=Path(out) / "models", samples=(x, y, calibration),
+                     up_to=up_to)
+    folder = write_report(result, Path(out))
+    found = result.to_dict()  # what sensitivity.json holds, without reading it back
     points = [{"keep_float": p["keep_float"], "kept": p["kept"], **{k: p["measure"][k] for k in
                ("accuracy", "agreement", "max_abs", "mean_abs", "size")}} for p in found["curve"]]
     return {"float_variant": found["float_variant"], "float_accuracy": found["float_accuracy"],

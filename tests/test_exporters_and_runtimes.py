@@ -58,17 +58,18 @@ def test_batch_cap_is_recorded_where_a_converter_fixes_it(repository):
     assert all(repository.get(n)[0].max_batch is None for n in NAMES if n != "torch-executorch")
 
 
-def test_corrupted_artifact_is_refused_naming_variant_and_file(scratch_repository):
+@pytest.mark.parametrize("engine", [None, "openvino"])  # OpenVINO reads the same file: the same check first
+def test_corrupted_artifact_is_refused_naming_variant_and_file(scratch_repository, engine):
     config, record = scratch_repository.get("torch-onnx")
     path = scratch_repository.version_dir("torch-onnx", record.version) / "model.onnx"
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match=r"torch-onnx: .*model\.onnx: sha256 mismatch"):
-        open_runtime(scratch_repository, "torch-onnx").load()
+        open_runtime(scratch_repository, "torch-onnx", runtime=engine).load()
     path.unlink()
     with pytest.raises(ArtifactError, match=r"torch-onnx: .*model\.onnx: artifact file is missing"):
-        open_runtime(scratch_repository, "torch-onnx").load()
+        open_runtime(scratch_repository, "torch-onnx", runtime=engine).load()
 
 
 def test_adapters_reject_input_outside_the_contract(repository):

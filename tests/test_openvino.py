@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from crossdeploy.errors import ArtifactError, CrossdeployError, ModelNotReady
+from crossdeploy.errors import CrossdeployError, ModelNotReady
 from crossdeploy.export.parity import check_parity
 from crossdeploy.models.data import test_samples as digits_test_split
 from crossdeploy.runtimes import open_runtime
@@ -96,16 +96,6 @@ def test_unload_makes_it_not_ready(repository, split):
     runtime.unload()
     with pytest.raises(ModelNotReady):
         runtime.predict({"image": split[0][:1]})
-
-
-def test_a_sha256_mismatch_is_refused_before_openvino_reads_the_file(scratch_repository):
-    _, record = scratch_repository.get("torch-onnx")
-    path = scratch_repository.version_dir("torch-onnx", record.version) / "model.onnx"
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-    with pytest.raises(ArtifactError, match=r"torch-onnx: .*model\.onnx: sha256 mismatch"):
-        open_runtime(scratch_repository, "torch-onnx", runtime="openvino").load()
 
 
 def test_an_unknown_runtime_or_a_variant_openvino_cannot_run_is_one_line(repository):
